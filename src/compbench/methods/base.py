@@ -1,0 +1,173 @@
+"""The lifecycle every compression method implements.
+
+A method is a small validated object built by Hydra from ``conf/method/<name>.yaml``
+(``_target_`` points at its class). The pipeline drives it in this order::
+
+    check(ctx)                 # refuse bad combinations before anything expensive
+    model = prepare(model, ctx)        # wrap / mask / build a student
+    [training phase, if training_steps > 0: the one LightningModule calls
+     training_loss() every step and on_train_step() for schedules]
+    model = finalize(model, ctx)       # turn fake compression into the real thing
+    export(model, out_dir, ctx)        # an honest artifact, reloadable by load_export()
+
+Parameters are dataclass fields. ``build_method`` (in ``compbench.methods``) refuses
+unknown keys with one sentence; ``__post_init__`` validates values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from compbench.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from compbench.tasks.base import Task
+
+FAMILIES = ("encoder", "decoder", "encoder_decoder")
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the run it is part of.
+
+    Attributes:
+        family: ``encoder`` | ``decoder`` | ``encoder_decoder``.
+        task: the task object (gives the task kind, the model class and data loaders).
+        teacher: the fine-tuned full-precision model, or None when no teacher exists.
+        tokenizer: the run's tokenizer.
+        device: torch device the run trains on.
+        seed: the run's seed.
+        work_dir: a scratch directory inside the run directory.
+        pretrained_loader: callable returning a fresh copy of the *pretrained* (not fine-tuned)
+            model, for methods applied before fine-tuning.
+    """
+
+    family: str
+    task: Any = None
+    teacher: nn.Module | None = None
+    tokenizer: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    work_dir: Path | None = None
+    pretrained_loader: Any = None
+
+
+@dataclass
+class TrainingOutputs:
+    """What the LightningModule hands a method at each training step.
+
+    Attributes:
+        batch: the model inputs of this step (dict of tensors, including labels).
+        student: the student's HF output (``logits``, ``loss``, hidden states/attentions if asked).
+        teacher: the teacher's output for the same batch under ``no_grad``, or None.
+        task_loss: the task loss of the student (``student.loss``).
+    """
+
+    batch: dict[str, torch.Tensor]
+    student: Any
+    teacher: Any
+    task_loss: torch.Tensor
+
+
+@dataclass
+class Method:
+    """Base class: the identity method (the fine-tuned baseline).
+
+    Subclasses add dataclass fields for their parameters and override the hooks they need.
+    """
+
+    #: Config name of the method (``conf/method/<name>.yaml``).
+    name: str = "none"
+
+    #: True when the method needs the fine-tuned teacher (distillation, QAT with KD).
+    requires_teacher: ClassVar[bool] = False
+    #: Families the method supports; ``check`` refuses others with a sentence.
+    supported_families: ClassVar[tuple[str, ...]] = FAMILIES
+    #: How latency of the finalized model is obtained: ``dense``, ``fake-quant`` or ``real-kernel``.
+    eff_mode: ClassVar[str] = "dense"
+    #: Whether the teacher forward needs hidden states / attentions.
+    needs_hidden_states: ClassVar[bool] = False
+    needs_attentions: ClassVar[bool] = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def check(self, ctx: MethodContext) -> None:
+        """Refuse an impossible run before any model is trained (raise ConfigError)."""
+        if ctx.family not in self.supported_families:
+            raise ConfigError(
+                f"method '{self.name}' does not support the {ctx.family} family; "
+                f"it supports: {', '.join(self.supported_families)}."
+            )
+        if self.requires_teacher and ctx.teacher is None and not self.teacher_optional:
+            raise ConfigError(
+                f"method '{self.name}' needs a fine-tuned teacher but this run has none; "
+                "enable fine-tuning (finetune.enabled=true)."
+            )
+
+    #: Methods that can run without a teacher set this (e.g. QAT with ``distill=false``).
+    @property
+    def teacher_optional(self) -> bool:
+        return False
+
+    @property
+    def start_from(self) -> str:
+        """``finetuned`` (the cached teacher, default) or ``pretrained`` (compress, then train)."""
+        return "finetuned"
+
+    @property
+    def training_steps(self) -> int:
+        """Number of compression-training steps; 0 means no training phase."""
+        return 0
+
+    @property
+    def learning_rate(self) -> float:
+        return 5e-5
+
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        """Return the model to train or to finalize (may be modified in place)."""
+        return model
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict] | None:
+        """Optional optimizer parameter groups (e.g. a different lr for learned scales)."""
+        return None
+
+    def training_loss(self, out: TrainingOutputs) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the loss to optimise and extra scalars to log."""
+        return out.task_loss, {}
+
+    def on_train_step(self, model: nn.Module, step: int, max_steps: int) -> None:
+        """Called after each optimizer step (gradual schedules, mask updates)."""
+
+    def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        """Return the final compressed model (e.g. fake-quant replaced by real kernels)."""
+        return model
+
+    def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
+        """Write an artifact that ``compbench.methods.export.load_export`` reloads.
+
+        The default writes the model with ``save_pretrained`` (safetensors). Returns the
+        manifest written to ``compbench_export.json``.
+        """
+        from compbench.methods.export import save_hf_export
+
+        return save_hf_export(model, out_dir, method=self.name)
+
+    # ---------------------------------------------------------------- description
+    def row_params(self) -> dict[str, Any]:
+        """Parameters for the results row (flattened later as ``method.<name>``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "name":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value))
+            elif isinstance(value, dict):
+                value = str(value)
+            out[f.name] = value
+        return out

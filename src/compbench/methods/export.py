@@ -1,0 +1,89 @@
+"""Exported artifacts: every method writes a directory with a ``compbench_export.json`` manifest.
+
+The manifest names a loader (``module:function`` inside the ``compbench`` package only, so a
+manifest can never make us import arbitrary code) that rebuilds the compressed model from the
+files in the directory. ``artifact_size_bytes`` measures what is on disk: the numbers in the
+row's ``eff.size_mb`` come from here, never from parameter counts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import transformers
+from torch import nn
+
+from compbench.errors import ConfigError
+
+MANIFEST = "compbench_export.json"
+#: Files in an export directory that are not the model's weights/config (not counted in size).
+_NOT_MODEL_FILES = {MANIFEST}
+_TOKENIZER_DIR = "tokenizer"
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest, adding the on-disk size of the model files."""
+    manifest = dict(manifest)
+    manifest["size_bytes"] = artifact_size_bytes(out_dir)
+    (Path(out_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def artifact_size_bytes(out_dir: Path) -> int:
+    """Bytes on disk of the model files in an export directory (tokenizer and manifest excluded)."""
+    out_dir = Path(out_dir)
+    total = 0
+    for path in out_dir.rglob("*"):
+        if not path.is_file() or path.name in _NOT_MODEL_FILES:
+            continue
+        if _TOKENIZER_DIR in path.relative_to(out_dir).parts:
+            continue
+        total += path.stat().st_size
+    return total
+
+
+def save_hf_export(model: nn.Module, out_dir: Path, method: str, **extra: Any) -> dict[str, Any]:
+    """Save a plain transformers model as safetensors and write its manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return write_manifest(
+        out_dir,
+        {
+            "format": "hf",
+            "loader": "compbench.methods.export:load_hf_export",
+            "method": method,
+            "model_class": type(model).__name__,
+            **extra,
+        },
+    )
+
+
+def load_hf_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
+    """Reload a ``save_hf_export`` directory with the transformers class that wrote it."""
+    cls = getattr(transformers, manifest["model_class"], None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise ConfigError(f"export in {out_dir} names an unknown model class {manifest['model_class']!r}.")
+    return cls.from_pretrained(out_dir)
+
+
+def resolve_loader(spec: str) -> Callable[[Path, dict[str, Any]], nn.Module]:
+    """Import ``module:function`` from inside the compbench package."""
+    module_name, _, func = spec.partition(":")
+    if not module_name.startswith("compbench.") or not func:
+        raise ConfigError(f"export loader {spec!r} is not a compbench loader; refusing to import it.")
+    return getattr(importlib.import_module(module_name), func)
+
+
+def load_export(out_dir: str | Path) -> nn.Module:
+    """Rebuild the compressed model saved in ``out_dir`` (eval mode, CPU)."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST
+    if not manifest_path.exists():
+        raise ConfigError(f"{out_dir} is not a compbench export (no {MANIFEST}); pass a run's export/ directory.")
+    manifest = json.loads(manifest_path.read_text())
+    model = resolve_loader(manifest["loader"])(out_dir, manifest)
+    return model.eval()
