@@ -1,0 +1,82 @@
+"""Drive a Method's lifecycle on a tiny model without the pipeline (shared by method tests).
+
+It mirrors what ``compbench.training.module.CompressionModule`` does each step, in a few lines,
+so that method unit tests stay fast; end-to-end CLI tests cover the real LightningModule.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    BartForConditionalGeneration,
+    GPT2ForTokenClassification,
+    GPT2LMHeadModel,
+    XLMRobertaForTokenClassification,
+)
+
+from compbench.methods.base import Method, MethodContext, TrainingOutputs
+from compbench.models.tiny import tiny_config
+
+VOCAB = 96
+
+
+def tiny_model(family: str, seed: int = 0, **overrides):
+    """A tiny random model of one family: encoder = XLM-R token classifier (5 labels),
+    decoder = GPT-2 LM, encoder_decoder = BART seq2seq."""
+    torch.manual_seed(seed)
+    if family == "encoder":
+        cfg = tiny_config("xlm-roberta", vocab_size=VOCAB, num_labels=5, pad_token_id=1, **overrides)
+        return XLMRobertaForTokenClassification(cfg).eval()
+    if family == "decoder":
+        return GPT2LMHeadModel(tiny_config("gpt2", vocab_size=VOCAB, bos_token_id=0, eos_token_id=2, **overrides)).eval()
+    if family == "decoder_tokcls":
+        cfg = tiny_config("gpt2", vocab_size=VOCAB, num_labels=5, bos_token_id=0, eos_token_id=2, pad_token_id=1, **overrides)
+        return GPT2ForTokenClassification(cfg).eval()
+    if family == "encoder_decoder":
+        cfg = tiny_config(
+            "bart", vocab_size=VOCAB, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            decoder_start_token_id=2, **overrides,
+        )
+        return BartForConditionalGeneration(cfg).eval()
+    raise ValueError(family)
+
+
+def tiny_batch(family: str, batch_size: int = 4, seq_len: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A deterministic batch of model inputs with labels for ``tiny_model(family)``."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (batch_size, seq_len), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if family in ("encoder", "decoder_tokcls"):
+        batch["labels"] = torch.randint(0, 5, (batch_size, seq_len), generator=g)
+    elif family == "decoder":
+        batch["labels"] = ids.clone()
+    else:
+        batch["labels"] = torch.randint(3, VOCAB, (batch_size, seq_len // 2), generator=g)
+    return batch
+
+
+def run_steps(method: Method, model, batches, teacher=None, lr: float = 1e-3, family: str = "decoder"):
+    """prepare -> N training steps (as the LightningModule does) -> finalize. Returns
+    (finalized model, list of losses)."""
+    ctx = MethodContext(family=family, teacher=teacher)
+    method.check(ctx)
+    model = method.prepare(model, ctx)
+    model.train()
+    groups = method.param_groups(model, lr, 0.0) or [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(groups, lr=lr)
+    losses = []
+    kwargs = dict(output_hidden_states=method.needs_hidden_states, output_attentions=method.needs_attentions)
+    for step, batch in enumerate(batches):
+        student = model(**batch, **kwargs)
+        teacher_out = None
+        if teacher is not None and method.requires_teacher:
+            with torch.no_grad():
+                teacher_out = teacher(**batch, **kwargs)
+        loss, _ = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.on_train_step(model, step + 1, len(batches))
+        losses.append(float(loss.detach()))
+    model.eval()
+    return method.finalize(model, ctx), losses
