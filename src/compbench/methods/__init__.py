@@ -6,12 +6,11 @@ or more methods), refusing unknown parameters with one sentence.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from compbench.configs import build_dataclass
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext, TrainingOutputs
 
@@ -19,30 +18,8 @@ __all__ = ["Method", "MethodContext", "TrainingOutputs", "build_method", "build_
 
 
 def build_method(cfg: DictConfig | dict[str, Any]) -> Method:
-    """Instantiate one method from its config, refusing unknown keys before any work.
-
-    Args:
-        cfg: a config with ``_target_`` (the Method subclass), ``name`` and parameters.
-    """
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    target = data.pop("_target_", None)
-    if target is None:
-        raise ConfigError("the method config has no _target_; pick one with method=<name>.")
-    cls = get_class(target)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        params = ", ".join(sorted(known - {"name"})) or "none"
-        raise ConfigError(
-            f"method '{data.get('name', target)}' has no parameter(s) {', '.join(unknown)}; "
-            f"its parameters are: {params}."
-        )
-    try:
-        return cls(**data)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"method '{data.get('name', target)}': {exc}") from exc
+    """Instantiate one method from its config, refusing unknown keys before any work."""
+    return build_dataclass(cfg, "method")
 
 
 def build_methods(cfg: DictConfig) -> list[Method]:

@@ -46,6 +46,8 @@ class MethodContext:
         work_dir: a scratch directory inside the run directory.
         pretrained_loader: callable returning a fresh copy of the *pretrained* (not fine-tuned)
             model, for methods applied before fine-tuning.
+        teacher_available: whether the run will have a teacher; lets ``check`` refuse a
+            teacher-requiring method before the teacher is fine-tuned (``teacher`` is None then).
     """
 
     family: str
@@ -56,6 +58,7 @@ class MethodContext:
     seed: int = 0
     work_dir: Path | None = None
     pretrained_loader: Any = None
+    teacher_available: bool = True
 
 
 @dataclass
@@ -103,7 +106,7 @@ class Method:
                 f"method '{self.name}' does not support the {ctx.family} family; "
                 f"it supports: {', '.join(self.supported_families)}."
             )
-        if self.requires_teacher and ctx.teacher is None and not self.teacher_optional:
+        if self.requires_teacher and not ctx.teacher_available and not self.teacher_optional:
             raise ConfigError(
                 f"method '{self.name}' needs a fine-tuned teacher but this run has none; "
                 "enable fine-tuning (finetune.enabled=true)."

@@ -1,0 +1,144 @@
+"""Model specs: load any hub id or local directory, or build a tiny twin from config.
+
+``conf/model/<name>.yaml`` holds a ``ModelSpec``. With ``name_or_path`` set, the model and its
+tokenizer come from the hub or a local directory (``from_pretrained``, safetensors preferred,
+``trust_remote_code`` off unless asked for). With ``tiny`` set instead, a randomly initialised
+model of the same architecture class is built from config and its tokenizer is trained on the
+task's training text (see ``compbench.models.tokenizer``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from compbench.errors import ConfigError
+from compbench.methods.base import FAMILIES
+from compbench.models.tiny import FAMILY_MODEL_TYPE, tiny_config
+from compbench.models.tokenizer import load_tokenizer, train_bpe_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def detect_family(config: PretrainedConfig) -> str:
+    """``encoder_decoder``, ``decoder`` or ``encoder`` from a transformers config."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder_decoder"
+    model_type = config.model_type
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder"
+    return "encoder"
+
+
+@dataclass
+class ModelSpec:
+    """Where a model comes from and what family it belongs to.
+
+    Attributes:
+        name: config name, written to the results row (``model`` column).
+        family: ``encoder``/``decoder``/``encoder_decoder``; checked against the loaded config.
+        name_or_path: hub id or local directory; None for a tiny twin.
+        revision: hub revision (commit, tag or branch) for reproducibility.
+        trust_remote_code: run code shipped with the model (off unless the user asks for it).
+        tokenizer_kwargs: passed to ``AutoTokenizer.from_pretrained`` (e.g. ``model_max_length``).
+        tiny: for a tiny twin: config overrides (see ``compbench.models.tiny``), plus
+            ``vocab_size`` of its trained tokenizer.
+        finetune_lr: the learning rate that suits this model when fine-tuning.
+    """
+
+    name: str = "model"
+    family: str | None = None
+    name_or_path: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    tiny: dict[str, Any] | None = None
+    finetune_lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        if self.family is not None and self.family not in FAMILIES:
+            raise ConfigError(f"model.family={self.family!r} is not one of {', '.join(FAMILIES)}.")
+        if self.name_or_path is None and self.tiny is None:
+            raise ConfigError(f"model '{self.name}' needs model.name_or_path=<hub id or folder> (or a tiny: block).")
+        if self.name_or_path is None and self.family is None:
+            raise ConfigError(f"tiny model '{self.name}' needs model.family.")
+        self._config: PretrainedConfig | None = None
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name_or_path is None
+
+    def hub_config(self) -> PretrainedConfig:
+        """The transformers config of ``name_or_path`` (config.json only: cheap, no weights)."""
+        if self._config is None:
+            try:
+                self._config = AutoConfig.from_pretrained(
+                    self.name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"cannot read the config of model.name_or_path={self.name_or_path!r} "
+                    f"(not a local folder with config.json, and the hub is unreachable or has no such id): "
+                    f"{str(exc).splitlines()[0]}"
+                ) from exc
+        return self._config
+
+    def resolve_family(self) -> str:
+        """The family, read from the model's own config when it has one (overriding the YAML)."""
+        if self.is_tiny:
+            return self.family  # type: ignore[return-value]
+        detected = detect_family(self.hub_config())
+        if self.family is not None and detected != self.family:
+            log.warning("model %s declares family %s but its config is %s; using %s",
+                        self.name_or_path, self.family, detected, detected)
+        self.family = detected
+        return detected
+
+    def build_tokenizer(self, task, cache_dir: Path):
+        """The tokenizer: loaded for real models, trained on the task's text for tiny twins."""
+        if self.is_tiny:
+            return train_bpe_tokenizer(
+                task.training_texts(), self.family, int(self.tiny.get("vocab_size", 2000)),
+                Path(cache_dir) / "tokenizers",
+            )
+        kwargs = dict(self.tokenizer_kwargs)
+        tok = load_tokenizer(self.name_or_path, self.revision, self.trust_remote_code, **kwargs)
+        if task.kind == "token_classification" and _byte_level_without_prefix_space(tok):
+            # Byte-level BPE (GPT-2, RoBERTa, BART) tokenizes pre-split words only with a prefix space.
+            tok = load_tokenizer(self.name_or_path, self.revision, self.trust_remote_code,
+                                 add_prefix_space=True, **kwargs)
+        return tok
+
+    def build_model(self, task, tokenizer, seed: int) -> torch.nn.Module:
+        """The *pretrained* model (random init for tiny twins) with the task's head."""
+        auto = task.auto_model_class()
+        if self.is_tiny:
+            overrides = {k: v for k, v in self.tiny.items() if k not in ("vocab_size", "model_type")}
+            model_type = self.tiny.get("model_type", FAMILY_MODEL_TYPE[self.family])
+            config = tiny_config(model_type, tokenizer, **overrides, **task.model_kwargs())
+            torch.manual_seed(seed)
+            model = auto.from_config(config)
+        else:
+            model = auto.from_pretrained(
+                self.name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code,
+                **task.model_kwargs(),
+            )
+        if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return model
+
+
+def _byte_level_without_prefix_space(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    return any(p.get("type") == "ByteLevel" and not p.get("add_prefix_space", False) for p in parts)

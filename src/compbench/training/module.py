@@ -1,0 +1,112 @@
+"""The one LightningModule: fine-tuning and every compression-training phase.
+
+Task specifics live in the task (batches carry everything the model needs, labels included);
+method specifics live in the method's hooks (``training_loss``, ``on_train_step``,
+``param_groups``). Fine-tuning is this module with the identity method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from compbench.methods.base import Method, TrainingOutputs
+from compbench.methods.none import NoCompression
+
+#: Keys a task may add to batches for its own evaluation bookkeeping; never fed to the model.
+_NON_MODEL_KEYS = ("word_ids", "doc")
+
+
+class CompressionModule(L.LightningModule):
+    """Trains ``model`` on the task loss as shaped by ``method``.
+
+    Args:
+        model: the transformers model being trained (student).
+        method: the method whose hooks shape the loss; the identity method for fine-tuning.
+        teacher: frozen full-precision teacher, forwarded under ``no_grad`` when the method needs it.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: fraction of ``max_steps`` of linear warm-up, then linear decay to 0.
+        max_steps: total optimizer steps (for the schedule and the method's schedule hooks).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method | None = None,
+        teacher: nn.Module | None = None,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        max_steps: int = 100,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method or NoCompression()
+        self.use_teacher = teacher is not None and self.method.requires_teacher
+        # A list hides the teacher from Lightning's module tree: it is not trained, not
+        # checkpointed and not wrapped by DDP, but moved to the device in on_fit_start.
+        self._teacher = [teacher.eval().requires_grad_(False)] if self.use_teacher else []
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.max_steps = max_steps
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def _model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if k not in _NON_MODEL_KEYS}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        inputs = self._model_inputs(batch)
+        flags = {"output_hidden_states": self.method.needs_hidden_states,
+                 "output_attentions": self.method.needs_attentions}
+        student = self.model(**inputs, **flags)
+        teacher_out = None
+        if self.use_teacher:
+            with torch.no_grad():
+                teacher_out = self.teacher(**inputs, **flags)
+        loss, extra = self.method.training_loss(TrainingOutputs(inputs, student, teacher_out, student.loss))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss ({float(loss)}) at step {self.global_step}")
+        size = inputs["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/task_loss", student.loss.detach(), batch_size=size)
+        for name, value in extra.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.method.on_train_step(self.model, self.global_step, self.max_steps)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        inputs = self._model_inputs(batch)
+        out = self.model(**inputs)
+        self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=inputs["input_ids"].shape[0])
+
+    def configure_optimizers(self):
+        groups = self.method.param_groups(self.model, self.lr, self.weight_decay)
+        if groups is None:
+            decay, no_decay = [], []
+            for name, param in self.model.named_parameters():
+                if not param.requires_grad:
+                    continue
+                # Biases and norm weights are not decayed (standard transformer fine-tuning).
+                (no_decay if param.ndim < 2 else decay).append(param)
+            groups = [{"params": decay, "weight_decay": self.weight_decay},
+                      {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(self.warmup_ratio * self.max_steps), max(self.max_steps, 1)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
