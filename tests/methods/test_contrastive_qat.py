@@ -116,3 +116,84 @@ def test_contrastive_loss_decreases_on_a_fixed_batch():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------------------ dynamic scaling
+def _initialised_quantizer(bits, weight, **kwargs):
+    from compbench.methods.quantizers import get_quantizer
+
+    quantizer = get_quantizer("dynamic_scaling")(bits, **kwargs)
+    quantizer.init_from(weight)
+    return quantizer
+
+
+def test_dynamic_scaling_is_registered_and_clips_at_gamma_mean_abs():
+    from compbench.methods.contrastive_qat import DynamicScalingQuantizer
+    from compbench.methods.quantizers import QUANTIZERS
+
+    assert QUANTIZERS["dynamic_scaling"] is DynamicScalingQuantizer
+    weight = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
+    quantizer = _initialised_quantizer(4, weight, per_channel=False)
+    alpha = float(quantizer.gamma.detach()) * float(weight.abs().mean())
+    out = quantizer(weight).detach()
+    assert float(out.abs().max()) == pytest.approx(alpha, rel=1e-5)
+    # Weights well inside the clip stay within half a step of themselves.
+    inside = weight.abs() < alpha
+    assert float((out - weight)[inside].abs().max()) <= alpha / quantizer.qmax / 2 + 1e-6
+
+
+def test_gamma_init_beats_max_clip_at_2_bits():
+    weight = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
+    quantizer = _initialised_quantizer(2, weight, per_channel=False)
+    err_init = float((quantizer(weight).detach() - weight).pow(2).mean())
+    with torch.no_grad():
+        quantizer.gamma.fill_(float(weight.abs().max() / weight.abs().mean()))
+    err_max = float((quantizer(weight).detach() - weight).pow(2).mean())
+    assert err_init < 0.6 * err_max
+
+
+def test_gamma_gradient_matches_the_paper_formula_inside_and_outside_the_clip():
+    weight = torch.randn(8, 16, generator=torch.Generator().manual_seed(2))
+    quantizer = _initialised_quantizer(2, weight, per_channel=False)
+    upstream = torch.randn(8, 16, generator=torch.Generator().manual_seed(3))
+    (quantizer(weight) * upstream).sum().backward()
+    mean_abs = weight.abs().mean()
+    alpha = quantizer.gamma.detach().reshape(()) * mean_abs
+    k = quantizer.qmax
+    u = weight / alpha
+    inside = weight.abs() < alpha
+    dq_dalpha = torch.where(inside, torch.round(k * u) / k - u, torch.sign(weight))
+    expected = mean_abs * (upstream * dq_dalpha).sum()
+    got = quantizer.gamma.grad.reshape(())
+    assert torch.isfinite(got) and float(got) != 0.0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    # Both populations exist and both contribute.
+    assert inside.any() and (~inside).any()
+    inside_part = float((upstream * dq_dalpha)[inside].sum())
+    outside_part = float((upstream * dq_dalpha)[~inside].sum())
+    assert inside_part != 0.0 and outside_part != 0.0
+
+
+def test_gamma_gets_gradient_from_clipped_weights_alone():
+    weight = torch.randn(4, 8, generator=torch.Generator().manual_seed(4))
+    quantizer = _initialised_quantizer(2, weight, per_channel=False)
+    alpha = float(quantizer.gamma.detach()) * float(weight.abs().mean())
+    outside = (weight.abs() >= alpha).float()
+    (quantizer(weight) * outside).sum().backward()  # loss only sees the clipped weights
+    grad = float(quantizer.gamma.grad)
+    assert math.isfinite(grad)
+    assert grad == pytest.approx(float(weight.abs().mean() * (torch.sign(weight) * outside).sum()), rel=1e-5)
+    # ... while the weights themselves get the STE gradient: 1 inside the clip, 0 outside.
+    weight_param = weight.clone().requires_grad_(True)
+    quantizer(weight_param).sum().backward()
+    torch.testing.assert_close(weight_param.grad, (weight.abs() < alpha).float())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_dynamic_scaling_levels_per_channel(bits):
+    weight = torch.randn(6, 40, generator=torch.Generator().manual_seed(5))
+    quantizer = _initialised_quantizer(bits, weight, per_channel=True)
+    frozen = quantizer.quantize(weight).dequantize()
+    for row in frozen:
+        assert row.unique().numel() <= 2**bits - 1  # symmetric levels: 2**bits - 1 of 2**bits codes
+    torch.testing.assert_close(frozen, quantizer(weight).detach(), atol=1e-3, rtol=1e-3)
