@@ -1,0 +1,316 @@
+"""The results row: one flat dict per run, the public contract read by reports and notebooks.
+
+A row has four kinds of columns, in this order:
+
+* identity/provenance (``IDENTITY_COLUMNS``): who ran what, where, from which code;
+* config (``CONFIG_COLUMNS``): model, task, lang, method (a chain is written ``a+b``), seed;
+* method parameters: ``method.<name>`` (a chain: ``method.<stage>.<name>``);
+* metrics: ``quality.*``, ``calib.*``, ``robust.*``, ``eff.*`` (see ``compbench.metrics.registry``).
+
+Values are scalars only (``None``, bool, int, float, str), so a row maps onto one SQL row, one
+CSV line and one parquet record without nesting.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from compbench.errors import ConfigError
+from compbench.metrics.registry import GROUPS
+
+#: Identity and provenance columns, in display order.
+IDENTITY_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "config_hash",
+    "sweep_id",
+    "status",
+    "error",
+    "started_at",
+    "duration_s",
+    "git_sha",
+    "hardware",
+    "torch_version",
+    "transformers_version",
+    "compbench_version",
+    "run_dir",
+    "teacher_hash",
+    "teacher_reused",
+)
+
+#: Config columns, in display order. ``lang`` is empty where the task has no language.
+CONFIG_COLUMNS: tuple[str, ...] = ("model", "task", "lang", "method", "seed")
+
+#: Prefix of the flattened method parameters.
+METHOD_PREFIX = "method."
+
+#: Metric column prefixes, in display order (one per registry group).
+METRIC_PREFIXES: tuple[str, ...] = tuple(f"{group}." for group in GROUPS)
+
+#: The SQL type of each fixed column, so a failed first run (seed None, no duration) cannot
+#: give a column the wrong type. Dynamic columns are typed from their first value.
+FIXED_COLUMN_TYPES: dict[str, str] = {
+    **{name: "TEXT" for name in IDENTITY_COLUMNS + CONFIG_COLUMNS},
+    "duration_s": "REAL",
+    "teacher_reused": "BOOLEAN",
+    "seed": "INTEGER",
+}
+
+#: Allowed values of ``status``.
+STATUSES: tuple[str, ...] = ("ok", "failed")
+
+#: Config keys (dotted paths from the root) that do not change a run's results, left out of
+#: ``config_hash`` so that two runs differing only in these share a hash (and a cached result):
+#: where files go (``paths``, ``hydra``), how progress is shown or logged (``logger``,
+#: progress bar, model summary, log interval, ``extras``, ``print_config``), run labels
+#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``) and the results store location.
+CONFIG_HASH_IGNORE: tuple[str, ...] = (
+    "paths",
+    "hydra",
+    "logger",
+    "sweep_id",
+    "run_id",
+    "tags",
+    "task_name",
+    "extras",
+    "print_config",
+    "store",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+)
+
+_SCALAR_TYPES = (bool, int, float, str)
+
+
+class RowError(ValueError):
+    """A results row breaks the row contract (unknown column, nested value, bad status)."""
+
+
+# ------------------------------------------------------------------------------ provenance
+def _git_sha(repo_dir: Path) -> str:
+    """HEAD of the git checkout holding ``repo_dir``, ``-dirty`` when tracked files changed.
+
+    Untracked files do not make it dirty, as with ``git describe --dirty``: results/ and
+    outputs/ are written inside the checkout by every run.
+    """
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_dir, capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    dirty = status.returncode != 0 or bool(status.stdout.strip())
+    return sha.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def hardware() -> str:
+    """A short description of the accelerator: GPU name and count, else CPU model and cores."""
+    import torch
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{torch.cuda.get_device_name(0)} x{count}"
+    # Cores this process may use (a cgroup/affinity limit), not the host's total.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{_cpu_model()} ({cores} cores)"
+
+
+def provenance() -> dict[str, str]:
+    """The provenance columns of a row: git sha, hardware and library versions."""
+    import torch
+    import transformers
+
+    import compbench
+
+    return {
+        "git_sha": _git_sha(Path(compbench.__file__).resolve().parent),
+        "hardware": hardware(),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "compbench_version": compbench.__version__,
+    }
+
+
+# ------------------------------------------------------------------------------ config hash
+def _drop_path(cfg: dict, dotted: str) -> None:
+    node: Any = cfg
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        if not isinstance(node, dict) or key not in node:
+            return
+        node = node[key]
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise ConfigError(
+        f"config_hash cannot hash a {type(value).__name__} value; pass the resolved config "
+        "as plain dicts, lists and scalars (OmegaConf.to_container(cfg, resolve=True))."
+    )
+
+
+def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNORE) -> str:
+    """Hash of the resolved config: sha256 of its canonical JSON, first 16 hex digits.
+
+    Args:
+        cfg: the resolved config as nested dicts (an OmegaConf ``DictConfig`` is resolved here).
+        ignore: dotted key paths left out because they do not change results.
+
+    Returns:
+        16 lowercase hex digits; equal configs (up to key order and ignored keys) hash equal.
+    """
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"config_hash needs a mapping, got a {type(cfg).__name__}.")
+    pruned = copy.deepcopy(dict(cfg))
+    for dotted in ignore:
+        _drop_path(pruned, dotted)
+    canonical = json.dumps(
+        pruned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ method params
+def _flatten(prefix: str, params: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for key, value in params.items():
+        column = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _flatten(column + ".", value, out)
+        elif isinstance(value, (list, tuple)):
+            out[column] = ",".join(map(str, value))
+        else:
+            out[column] = value
+
+
+def method_label(stages: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """The ``method`` column of a run: stage names joined with ``+`` (``prune+kd``)."""
+    return "+".join(name for name, _ in stages)
+
+
+def flatten_method_params(stages: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Method parameters as row columns.
+
+    Args:
+        stages: ``(stage name, parameters)`` in chain order, e.g. ``[("kd", {"alpha": 0.5})]``.
+
+    Returns:
+        ``{"method.alpha": 0.5}`` for one stage; ``{"method.<stage>.<name>": ...}`` for a chain.
+        Nested mappings continue the dotted path; lists become comma-joined strings.
+    """
+    names = [name for name, _ in stages]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"method chain stage names must be unique, but {', '.join(duplicates)} repeats; "
+            "give repeated stages distinct names (e.g. prune1, prune2)."
+        )
+    out: dict[str, Any] = {}
+    for name, params in stages:
+        prefix = METHOD_PREFIX if len(stages) == 1 else f"{METHOD_PREFIX}{name}."
+        _flatten(prefix, params, out)
+    return out
+
+
+# ------------------------------------------------------------------------------ columns
+def _column_rank(column: str) -> tuple[int, int, str]:
+    if column in IDENTITY_COLUMNS:
+        return (0, IDENTITY_COLUMNS.index(column), "")
+    if column in CONFIG_COLUMNS:
+        return (1, CONFIG_COLUMNS.index(column), "")
+    if column.startswith(METHOD_PREFIX):
+        return (2, 0, column)
+    for i, prefix in enumerate(METRIC_PREFIXES):
+        if column.startswith(prefix):
+            return (3 + i, 0, column)
+    return (3 + len(METRIC_PREFIXES), 0, column)
+
+
+def order_columns(columns: Iterable[str]) -> list[str]:
+    """Identity, config, ``method.*``, then quality/calib/robust/eff (each sorted); others last."""
+    return sorted(dict.fromkeys(columns), key=_column_rank)
+
+
+def is_known_column(column: str) -> bool:
+    """Whether ``column`` belongs to the row contract."""
+    return (
+        column in IDENTITY_COLUMNS
+        or column in CONFIG_COLUMNS
+        or (column.startswith(METHOD_PREFIX) and len(column) > len(METHOD_PREFIX))
+        or any(column.startswith(p) and len(column) > len(p) for p in METRIC_PREFIXES)
+    )
+
+
+def is_scalar(value: Any) -> bool:
+    """None, bool, int, float or str (numpy scalars count: the store converts them)."""
+    if value is None or isinstance(value, _SCALAR_TYPES):
+        return True
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return False
+    return isinstance(value, np.generic) and np.ndim(value) == 0 and not isinstance(value, np.void)
+
+
+def validate_row(row: Mapping[str, Any]) -> None:
+    """Raise ``RowError`` when ``row`` breaks the row contract.
+
+    Checks: ``run_id`` and ``status`` present; every column known (identity, config or one of
+    the ``method.``/metric prefixes); every value a scalar; ``status`` in ``STATUSES``;
+    ``error`` one line.
+    """
+    for required in ("run_id", "status"):
+        if not row.get(required):
+            raise RowError(f"a results row needs a non-empty {required!r} column.")
+    unknown = sorted(c for c in row if not isinstance(c, str) or not is_known_column(c))
+    if unknown:
+        raise RowError(
+            f"unknown row column(s) {', '.join(map(str, unknown))}; columns must be identity or "
+            f"config columns or start with one of {', '.join((METHOD_PREFIX,) + METRIC_PREFIXES)}."
+        )
+    nested = sorted(c for c, v in row.items() if not is_scalar(v))
+    if nested:
+        raise RowError(
+            f"row column(s) {', '.join(nested)} hold non-scalar values; store numbers or strings "
+            "(call .item() on tensors, join lists)."
+        )
+    if row["status"] not in STATUSES:
+        raise RowError(f"status must be one of {', '.join(STATUSES)}, got {row['status']!r}.")
+    error = row.get("error")
+    if error is not None and ("\n" in str(error) or "\r" in str(error)):
+        raise RowError("the error column must be one line; keep the first line of the message.")
