@@ -236,9 +236,16 @@ class KnowledgeDistillation(Method):
         return config
 
     def check(self, ctx: MethodContext) -> None:
-        """Refuse a student that is not smaller than the teacher, or impossible layer choices."""
+        """Refuse a student that is not smaller than the teacher, or impossible layer choices.
+
+        The pipeline calls ``check`` twice: once before fine-tuning (``ctx.teacher`` is None, only
+        the base checks apply) and once with the fine-tuned teacher, before ``prepare`` and before
+        any distillation step; the teacher-dependent checks run then.
+        """
         super().check(ctx)
         teacher = ctx.teacher
+        if teacher is None:
+            return
         stacks = _find_stacks(teacher)
         if len(stacks) == 1 and (self.student_encoder_layers is not None or self.student_decoder_layers is not None):
             raise ConfigError(
@@ -351,9 +358,13 @@ class KnowledgeDistillation(Method):
         """Add the width projections (if any) to the optimizer; None means all student params."""
         if self._projections is None:
             return None
+        decay, no_decay = [], []
+        for param in [p for p in model.parameters() if p.requires_grad] + list(self._projections.parameters()):
+            # Same rule as the LightningModule's default groups: no decay on biases and norm weights.
+            (no_decay if param.ndim < 2 else decay).append(param)
         return [
-            {"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay},
-            {"params": list(self._projections.parameters()), "lr": lr, "weight_decay": weight_decay},
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
         ]
 
     def training_loss(self, out: TrainingOutputs) -> tuple[torch.Tensor, dict[str, float]]:
@@ -363,8 +374,8 @@ class KnowledgeDistillation(Method):
                 "kd got no teacher outputs; the trainer must forward the teacher (requires_teacher=True)."
             )
         student, teacher = out.student, out.teacher
-        encoder_decoder = hasattr(student, "encoder_last_hidden_state")
-        logits_mask = valid_token_mask(out.batch, side="target" if encoder_decoder else "input")
+        # Logits follow the last stack: the decoder of an encoder-decoder, else the only stack.
+        logits_mask = valid_token_mask(out.batch, side=self._stacks[-1].mask_side)
         kd = logit_kd_loss(student.logits, teacher.logits, self.temperature, logits_mask)
         loss = self.alpha * kd
         logs = {"kd_logit": float(kd.detach())}
