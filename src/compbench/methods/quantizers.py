@@ -425,7 +425,7 @@ def quantize_modules(
     conv1d_to_linear(model)
     weight_cls = get_quantizer(quantizer)
     act_cls = get_quantizer(act_quantizer or quantizer)
-    embedding_ids = word_embedding_weight_ids(model) if e_bits is not None else set()
+    embedding_ids = word_embedding_weight_ids(model)
     quantize_acts = a_bits is not None and a_bits < 16
     by_weight: dict[int, Quantizer] = {}
     replaced: dict[int, nn.Module] = {}
@@ -449,10 +449,13 @@ def quantize_modules(
             new: nn.Module | None = None
             if isinstance(child, nn.Linear):
                 tied = id(child.weight) in embedding_ids
+                if tied and e_bits is None:
+                    continue  # an output head tied to unquantized embeddings stays as it is
                 bits = e_bits if tied else w_bits
                 act = act_cls(a_bits, per_channel=False).to(child.weight.device) if quantize_acts else None
                 new = QuantLinear(child, weight_quantizer(child.weight, bits), act)
-            elif isinstance(child, nn.Embedding) and id(child.weight) in embedding_ids and not _is_position_table(full):
+            elif (e_bits is not None and isinstance(child, nn.Embedding) and id(child.weight) in embedding_ids
+                  and not _is_position_table(full)):
                 new = QuantEmbedding(child, weight_quantizer(child.weight, e_bits))
             if new is not None:
                 replaced[id(child)] = new
