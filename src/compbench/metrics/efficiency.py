@@ -1,0 +1,367 @@
+"""Efficiency columns: parameter counts, bits per parameter, interleaved latency, peak memory.
+
+Latency ratios are only meaningful when the compressed model and its baseline are timed side
+by side: :func:`measure_latency` runs them interleaved, round after round, in one process with
+a fixed thread count, so that machine noise (other jobs on shared cores, frequency scaling)
+hits both alike. Typical pipeline use::
+
+    timings = measure_latency({"baseline": teacher, "compressed": model}, make_inputs,
+                              batch_sizes=(1, 8), baseline="baseline", threads=1)
+    row |= timings["compressed"] | count_parameters(model)
+    row |= bits_per_param(manifest["size_bytes"], row["eff.params"])
+    row |= peak_memory_mb(model, make_inputs(1))
+    row["hardware"] = hardware_string()
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from compbench.errors import ConfigError
+from compbench.metrics.registry import register
+
+register("eff.nonzero_params", False, description="parameters of the compressed model that are not zero")
+register("eff.bits_per_param", False, description="8 x exported bytes / eff.params (storage cost incl. overheads)")
+register("eff.latency_ms_p50", False, description="median forward latency at batch 1, ms (interleaved timing)")
+register("eff.latency_ms_p90", False, description="90th-percentile forward latency at batch 1, ms")
+register("eff.latency_ms_p50_b*", False, description="median forward latency at batch B, ms")
+register("eff.latency_ms_p90_b*", False, description="90th-percentile forward latency at batch B, ms")
+register("eff.throughput", True, description="samples per second at the largest timed batch (B / median latency)")
+register("eff.latency_ratio", False, description="median batch-1 latency / the baseline's, timed interleaved")
+register("eff.speedup", True, description="baseline median batch-1 latency / this model's (1 / eff.latency_ratio)")
+register("eff.threads", None, description="torch intra-op threads used for the latency measurement")
+register("eff.batch_size", None, description="the largest batch size timed (the one eff.throughput uses)")
+register("eff.peak_mem_mb", False, description="model tensors + peak extra memory of one forward, MB (10^6 B)")
+register("eff.forward_mem_mb", False, description="peak memory allocated during one forward on top of the model, MB")
+
+_MB = 1e6
+
+
+# ------------------------------------------------------------------------------ parameter counts
+def _pruned_tensor_names(module: nn.Module) -> set[str]:
+    """Names of the tensors torch.nn.utils.prune reparametrised as ``<name>_orig * <name>_mask``."""
+    return {
+        hook._tensor_name
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, prune.BasePruningMethod)
+    }
+
+
+def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
+    """Weights torch.ao quantized modules keep in packed C++ objects (neither parameters nor buffers)."""
+    try:
+        from torch.ao.nn.quantized.modules.embedding_ops import EmbeddingPackedParams
+        from torch.ao.nn.quantized.modules.linear import LinearPackedParams
+    except ImportError:  # pragma: no cover - torch without torch.ao eager quantization
+        return []
+    if isinstance(module, LinearPackedParams):
+        return [t for t in module._weight_bias() if t is not None]
+    if isinstance(module, EmbeddingPackedParams):
+        return [module._weight()]
+    return []
+
+
+def _nonzero(tensor: torch.Tensor) -> int:
+    """Non-zero entries, reading quantized / tensor-subclass weights through ``dequantize``."""
+    if tensor.is_quantized or (type(tensor) not in (torch.Tensor, nn.Parameter) and hasattr(tensor, "dequantize")):
+        tensor = tensor.dequantize()
+    return int(torch.count_nonzero(tensor))
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``eff.params`` and ``eff.nonzero_params`` of the weights the model really holds.
+
+    Counted, each tensor once (tied weights are shared): parameters (torchao quantized weights
+    are tensor-subclass parameters and count their logical elements), persistent floating-point
+    and integer buffers except pruning masks (e.g. int8 weights stored as buffers, BART's
+    ``final_logits_bias``), and the packed weights of torch.ao quantized modules. Not counted:
+    non-persistent buffers (position ids, causal masks), int64/bool buffers (indices, counters)
+    and ``torch.nn.utils.prune`` masks; a pruned weight counts once, its zeros in
+    ``eff.params`` but not in ``eff.nonzero_params``.
+
+    A module storing weights in its own packed format (e.g. two int4 values per byte) reports
+    its logical counts by defining ``compbench_param_counts() -> {"params": n, "nonzero": m}``;
+    its tensors and children are then not inspected.
+    """
+    seen: set[int] = set()
+    # Packed weights are fresh tensors on every call: keep them alive so that their ids, used
+    # for de-duplication, are never reused by a later tensor.
+    alive: list[torch.Tensor] = []
+    params = nonzero = 0
+    custom: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in custom):
+            continue
+        if hasattr(module, "compbench_param_counts"):
+            counts = module.compbench_param_counts()
+            params, nonzero = params + int(counts["params"]), nonzero + int(counts["nonzero"])
+            custom.append(name)
+            continue
+        pruned = _pruned_tensor_names(module)
+        tensors: list[torch.Tensor] = []
+        for param_name, param in module.named_parameters(recurse=False):
+            if param_name.endswith("_orig") and param_name[: -len("_orig")] in pruned:
+                # Count the effective (masked) weight's zeros, with the size of the original.
+                seen_key = id(param)
+                if seen_key not in seen:
+                    seen.add(seen_key)
+                    params += param.numel()
+                    nonzero += _nonzero(getattr(module, param_name[: -len("_orig")]))
+                continue
+            tensors.append(param)
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer_name in module._non_persistent_buffers_set or buffer.dtype in (torch.int64, torch.bool):
+                continue
+            if buffer_name.endswith("_mask") and buffer_name[: -len("_mask")] in pruned:
+                continue
+            tensors.append(buffer)
+        tensors.extend(_packed_weights(module))
+        alive.extend(tensors)
+        for tensor in tensors:
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            params += tensor.numel()
+            nonzero += _nonzero(tensor)
+    return {"eff.params": params, "eff.nonzero_params": nonzero}
+
+
+def bits_per_param(export_size_bytes: int, params: int) -> dict[str, float]:
+    """``eff.bits_per_param = 8 * export_size_bytes / params``.
+
+    The exported bytes are what is on disk (``artifact_size_bytes``): weights plus scales, zero
+    points, sparsity bitmaps, headers and the config file, so this is the real storage cost
+    per parameter and is slightly above the nominal bit width (e.g. ~8.1 for int8 weights).
+    """
+    if params <= 0 or export_size_bytes < 0:
+        raise ValueError(f"bits per parameter needs params > 0 and a size >= 0, got {params} and {export_size_bytes}.")
+    return {"eff.bits_per_param": 8.0 * export_size_bytes / params}
+
+
+# ------------------------------------------------------------------------------ latency
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _to_device(inputs: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(
+    models: Mapping[str, nn.Module],
+    make_inputs: Callable[[int], Mapping[str, Any]],
+    batch_sizes: tuple[int, ...] = (1, 8),
+    warmup: int = 3,
+    repeats: int = 20,
+    threads: int | None = None,
+    baseline: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Time the forward pass of several models interleaved in this process.
+
+    For each batch size, every round calls each model once on the same inputs (the order rotates
+    each round so that no model always runs first); the first ``warmup`` rounds are discarded.
+    CUDA work is synchronised before and after each call. Models run in eval mode under
+    ``torch.inference_mode``.
+
+    Args:
+        models: name -> model (each on the device it should be timed on).
+        make_inputs: batch size -> model inputs (tensors are moved to each model's device).
+        batch_sizes: must contain 1 (unsuffixed columns); every other B gives ``_b{B}`` columns.
+        warmup: untimed rounds per batch size.
+        repeats: timed rounds per batch size.
+        threads: ``torch.set_num_threads`` during the timing (restored after); None keeps the
+            current setting. Recorded as ``eff.threads``.
+        baseline: name of the model the ratios are taken against; None gives no ratio columns.
+
+    Returns:
+        name -> ``eff.latency_ms_p50/_p90`` (batch 1), ``eff.latency_ms_p50_b{B}/_p90_b{B}``,
+        ``eff.throughput`` (largest B / its median latency, samples/s), ``eff.batch_size``,
+        ``eff.threads`` and, with a baseline, ``eff.latency_ratio`` and ``eff.speedup``.
+    """
+    if not models:
+        raise ConfigError("measure_latency needs at least one model to time.")
+    if 1 not in batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise ConfigError(f"latency batch sizes must be positive integers including 1, got {tuple(batch_sizes)}.")
+    if warmup < 0 or repeats < 1:
+        raise ConfigError(f"latency needs warmup >= 0 and repeats >= 1, got {warmup} and {repeats}.")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"latency threads must be >= 1 (or null to keep torch's setting), got {threads}.")
+    if baseline is not None and baseline not in models:
+        raise ConfigError(f"latency baseline {baseline!r} is not among the timed models {sorted(models)}.")
+
+    names = list(models)
+    previous_threads = torch.get_num_threads()
+    samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batch_sizes} for n in names}
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        used_threads = torch.get_num_threads()
+        for model in models.values():
+            model.eval()
+        with torch.inference_mode():
+            for batch_size in sorted(set(batch_sizes)):
+                cpu_inputs = make_inputs(batch_size)
+                inputs = {n: _to_device(cpu_inputs, _device_of(models[n])) for n in names}
+                for round_index in range(warmup + repeats):
+                    shift = round_index % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        device = _device_of(models[name])
+                        _synchronize(device)
+                        start = time.perf_counter_ns()
+                        models[name](**inputs[name])
+                        _synchronize(device)
+                        elapsed_ms = (time.perf_counter_ns() - start) / 1e6
+                        if round_index >= warmup:
+                            samples[name][batch_size].append(elapsed_ms)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    largest = max(batch_sizes)
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        row: dict[str, float] = {}
+        for batch_size in sorted(set(batch_sizes)):
+            suffix = "" if batch_size == 1 else f"_b{batch_size}"
+            p50, p90 = np.percentile(samples[name][batch_size], [50, 90])
+            row[f"eff.latency_ms_p50{suffix}"] = float(p50)
+            row[f"eff.latency_ms_p90{suffix}"] = float(p90)
+        row["eff.throughput"] = largest / (float(np.median(samples[name][largest])) / 1e3)
+        row["eff.batch_size"] = largest
+        row["eff.threads"] = used_threads
+        results[name] = row
+    if baseline is not None:
+        base = results[baseline]["eff.latency_ms_p50"]
+        for row in results.values():
+            row["eff.latency_ratio"] = row["eff.latency_ms_p50"] / base
+            row["eff.speedup"] = base / row["eff.latency_ms_p50"]
+    return results
+
+
+# ------------------------------------------------------------------------------ memory
+def model_tensor_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors the model holds (parameters, buffers, packed/quantized weights), each
+    storage once; tensor subclasses (torchao) are counted through their inner tensors."""
+    seen: set[tuple[Any, ...]] = set()
+    total = 0
+
+    def add(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                add(item)
+            return
+        if not isinstance(value, torch.Tensor):
+            return
+        if hasattr(value, "__tensor_flatten__"):
+            inner_names, _ = value.__tensor_flatten__()
+            for inner in inner_names:
+                add(getattr(value, inner))
+            return
+        key = (str(value.device), value.data_ptr(), value.numel(), value.dtype)
+        if key not in seen:
+            seen.add(key)
+            total += value.numel() * value.element_size()
+
+    alive = []  # packed weights are fresh tensors: keep them so their addresses are not reused
+    for module in model.modules():
+        for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            add(tensor)
+        alive.append(_packed_weights(module))
+        add(alive[-1])
+    return total
+
+
+def _cpu_forward_peak_bytes(model: nn.Module, inputs: Mapping[str, Any]) -> int:
+    """Peak net bytes allocated by PyTorch's CPU allocator during one forward.
+
+    The profiler records every allocation and free (``profile_memory=True``); their running sum
+    in time order is the memory held by the forward's tensors at each instant. torch has no
+    public CPU peak-memory counter, so the kineto event list is read directly.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        output = model(**inputs)
+        del output
+    events = [
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    ]
+    running = peak = 0
+    for _, nbytes in sorted(events, key=lambda e: e[0]):
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+def peak_memory_mb(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, float]:
+    """Peak memory of one forward: ``eff.peak_mem_mb`` and ``eff.forward_mem_mb`` (MB = 10^6 B).
+
+    ``eff.forward_mem_mb`` is the peak of memory allocated during the forward on top of what
+    was allocated before it (activations, workspaces, weights dequantized on the fly): on CUDA
+    ``torch.cuda.max_memory_allocated`` minus the allocation before the call; on CPU the peak
+    running sum of the profiler's allocation events. ``eff.peak_mem_mb`` adds the model's own
+    tensors (:func:`model_tensor_bytes`), the same way on both devices. The Python interpreter,
+    library code and allocator caching are not counted. One untimed forward runs first so that
+    lazily created state does not count.
+    """
+    device = _device_of(model)
+    inputs = _to_device(inputs, device)
+    model.eval()
+    with torch.inference_mode():
+        model(**inputs)
+        if device.type == "cuda":
+            _synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            output = model(**inputs)
+            _synchronize(device)
+            forward_bytes = torch.cuda.max_memory_allocated(device) - before
+            del output
+        else:
+            forward_bytes = _cpu_forward_peak_bytes(model, inputs)
+    return {
+        "eff.peak_mem_mb": (model_tensor_bytes(model) + forward_bytes) / _MB,
+        "eff.forward_mem_mb": forward_bytes / _MB,
+    }
+
+
+# ------------------------------------------------------------------------------ hardware
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware_string(device: str | torch.device | None = None) -> str:
+    """The ``hardware`` column: GPU name (CUDA runs) or CPU model and cores, plus torch threads."""
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {threads}"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{_cpu_model()} ({usable} of {os.cpu_count()} cores usable), {threads}"
