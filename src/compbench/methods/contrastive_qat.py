@@ -36,12 +36,19 @@ distillation (Tian et al., 2020), from which the paper borrows the momentum memo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compbench.methods.quantizers import _MIN_STEP, _LearnedQuantizer, register_quantizer
+from compbench.errors import ConfigError
+from compbench.methods.base import MethodContext, TrainingOutputs
+from compbench.methods.distill_losses import logit_kd_loss, valid_token_mask
+from compbench.methods.qat import QAT
+from compbench.methods.quantizers import _MIN_STEP, _LearnedQuantizer, quantize_modules, register_quantizer
 
 
 class TokenMemoryBank(nn.Module):
@@ -246,3 +253,218 @@ class DynamicScalingQuantizer(_LearnedQuantizer):
         self._alpha = None
         step = alpha / self.qmax
         return step, torch.zeros_like(step)
+
+
+# ---------------------------------------------------------------------------------- method
+#: Attribute under which the training-time heads and banks hang on the student; a submodule
+#: so that Lightning moves, optimises and checkpoints them with the model. Removed in finalize.
+AUX_ATTR = "compbench_contrastive"
+
+
+@dataclass
+class ContrastiveQAT(QAT):
+    """QuantGPT / QuantBART: QAT with token-level contrastive distillation and dynamic scaling.
+
+    Loss (the paper trains with distillation only: logit distillation plus ``lambda = 0.1``
+    times the contrastive term; ``task_weight`` adds the task loss if wanted)::
+
+        loss = logit_weight * KD_T(teacher || student) + contrastive_weight * InfoNCE + task_weight * task
+
+    Weights and word embeddings use the ``dynamic_scaling`` quantizer, one learned ``gamma`` per
+    module over the module's ``mean|w|`` as in the paper (with ``group_size``, the mean is taken
+    per group); activations use ``act_quantizer`` (default: ``quantizer``). ``dynamic_scaling:
+    false`` quantizes weights with the plain ``quantizer`` (per output channel, as ``qat``) and
+    ``contrastive: false`` drops the contrastive term, its heads and its memory bank, so each
+    contribution can be ablated on its own. Every family is supported: the contrasted layer is
+    the last decoder layer for GPT-2 and BART (``decoder_hidden_states``) and the last encoder
+    layer for XLM-R, where "same token, same position" is just as well defined.
+
+    Attributes (besides ``QAT``'s; ``kd_alpha`` must stay 1, the weights below replace it):
+        contrastive: use the token-level contrastive term.
+        dynamic_scaling: use module-wise dynamic scaling for weights and embeddings.
+        contrastive_layers: indices into the (decoder) ``hidden_states`` tuple; -1 = last layer.
+        contrastive_temperature: InfoNCE temperature ``tau``.
+        memory_size: slots of each memory bank (distinct tokens kept).
+        momentum: momentum of the memory-bank update.
+        projection_dim: width of the linear projection heads; 0 = no heads.
+        logit_weight: weight of the logit distillation term.
+        contrastive_weight: weight of the contrastive term (the paper's ``lambda``).
+        task_weight: weight of the task loss.
+    """
+
+    name: str = "contrastive_qat"
+    w_bits: int = 2
+    e_bits: int = 2
+    a_bits: int = 8
+    quantizer: str = "pact"
+    contrastive: bool = True
+    dynamic_scaling: bool = True
+    contrastive_layers: list[int] = field(default_factory=lambda: [-1])
+    contrastive_temperature: float = 0.1
+    memory_size: int = 16384
+    momentum: float = 0.5
+    projection_dim: int = 128
+    logit_weight: float = 1.0
+    contrastive_weight: float = 0.1
+    task_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.distill:
+            raise ConfigError("contrastive_qat always distils the teacher; drop distill=false or use method=qat.")
+        if self.kd_alpha != 1.0:
+            raise ConfigError(
+                "contrastive_qat weighs its terms with logit_weight, contrastive_weight and task_weight; "
+                "leave kd_alpha at 1."
+            )
+        if self.act_quantizer == "dynamic_scaling":
+            raise ConfigError(
+                "dynamic_scaling scales weights by their mean |w| and is not an activation quantizer; "
+                "set act_quantizer to pact, lsq or minmax."
+            )
+        layers = list(self.contrastive_layers) if isinstance(self.contrastive_layers, (list, tuple)) else None
+        if not layers or not all(isinstance(layer, int) for layer in layers):
+            raise ConfigError(
+                f"contrastive_layers must be a non-empty list of hidden-state indices, got {self.contrastive_layers!r}."
+            )
+        self.contrastive_layers = layers
+        if not self.contrastive_temperature > 0:
+            raise ConfigError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature!r}.")
+        if not isinstance(self.memory_size, int) or self.memory_size < 1:
+            raise ConfigError(f"memory_size must be a positive integer, got {self.memory_size!r}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}.")
+        if not isinstance(self.projection_dim, int) or self.projection_dim < 0:
+            raise ConfigError(f"projection_dim must be a non-negative integer (0 = no heads), got {self.projection_dim!r}.")
+        for weight_name in ("logit_weight", "contrastive_weight", "task_weight"):
+            if getattr(self, weight_name) < 0:
+                raise ConfigError(f"{weight_name} must be >= 0, got {getattr(self, weight_name)!r}.")
+        if self.logit_weight + self.task_weight + (self.contrastive_weight if self.contrastive else 0.0) == 0:
+            raise ConfigError("every loss weight is 0; set logit_weight, contrastive_weight or task_weight > 0.")
+        self._family = "decoder"
+        self._pad_token_id: int | None = None
+        self._decoder_start_token_id: int | None = None
+        self._aux_ref: nn.ModuleDict | None = None
+
+    # ------------------------------------------------------------------ description
+    @property
+    def needs_hidden_states(self) -> bool:  # type: ignore[override]
+        """Hidden states are only needed (and only requested) for the contrastive term."""
+        return self.contrastive
+
+    @property
+    def _aux(self) -> nn.ModuleDict | None:
+        """The heads and banks attached to the student by ``prepare`` (None before/after training)."""
+        return self._aux_ref
+
+    def row_params(self) -> dict[str, Any]:
+        params = super().row_params()
+        params.pop("kd_alpha")  # fixed at 1 and replaced by the three loss weights
+        return params
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        """Fake-quantize (dynamic scaling or the plain quantizer) and attach the contrastive heads."""
+        self._family = ctx.family
+        self._mask_side = "target" if ctx.family == "encoder_decoder" else "input"
+        config = model.config
+        self._pad_token_id = config.pad_token_id
+        self._decoder_start_token_id = getattr(config, "decoder_start_token_id", None)
+        if self.contrastive:
+            num_states = (config.decoder_layers if ctx.family == "encoder_decoder" else config.num_hidden_layers) + 1
+            bad = [layer for layer in self.contrastive_layers if not -num_states <= layer < num_states]
+            if bad:
+                raise ConfigError(
+                    f"contrastive_layers {bad} are out of range for a model with {num_states} hidden states "
+                    f"(embeddings + {num_states - 1} layers); use indices in [-{num_states}, {num_states - 1}]."
+                )
+        act_quantizer = self.act_quantizer or self.quantizer
+        if self.dynamic_scaling:
+            # Module-wise: one gamma and one mean|w| per module (per group with group_size).
+            quantize_modules(
+                model, w_bits=self.w_bits, e_bits=self.e_bits, a_bits=self.a_bits, quantizer="dynamic_scaling",
+                act_quantizer=act_quantizer, per_channel=False, group_size=self.group_size,
+            )
+        else:
+            quantize_modules(
+                model, w_bits=self.w_bits, e_bits=self.e_bits, a_bits=self.a_bits, quantizer=self.quantizer,
+                act_quantizer=act_quantizer, per_channel=True, group_size=self.group_size,
+            )
+        if self.contrastive:
+            device = next(model.parameters()).device
+            heads = nn.ModuleDict(
+                {
+                    str(layer): TokenContrast(
+                        config.hidden_size, self.projection_dim, self.memory_size, config.vocab_size, self.momentum
+                    )
+                    for layer in self.contrastive_layers
+                }
+            ).to(device)
+            setattr(model, AUX_ATTR, heads)
+            self._aux_ref = heads
+        return model
+
+    def _token_ids(self, batch: dict[str, Tensor]) -> Tensor:
+        """Token id at each position of the contrasted hidden states."""
+        if self._family != "encoder_decoder":
+            return batch["input_ids"]
+        if "decoder_input_ids" in batch:
+            return batch["decoder_input_ids"]
+        # What BART feeds its decoder when only labels are given.
+        from transformers.models.bart.modeling_bart import shift_tokens_right
+
+        return shift_tokens_right(batch["labels"], self._pad_token_id, self._decoder_start_token_id)
+
+    def _hidden_states(self, output: Any) -> tuple[Tensor, ...]:
+        states = output.decoder_hidden_states if self._family == "encoder_decoder" else output.hidden_states
+        if states is None:
+            raise ConfigError(
+                "contrastive_qat got no hidden states; forward the student and teacher with "
+                "output_hidden_states=method.needs_hidden_states."
+            )
+        return states
+
+    def contrastive_loss(self, model_aux: nn.ModuleDict, out: TrainingOutputs) -> Tensor:
+        """Token-level InfoNCE averaged over ``contrastive_layers`` (updates the memory banks)."""
+        mask = valid_token_mask(out.batch, self._mask_side)
+        token_ids = self._token_ids(out.batch)
+        student_states, teacher_states = self._hidden_states(out.student), self._hidden_states(out.teacher)
+        losses = [
+            model_aux[str(layer)](student_states[layer], teacher_states[layer], token_ids, mask,
+                                  self.contrastive_temperature)
+            for layer in self.contrastive_layers
+        ]
+        return torch.stack(losses).mean()
+
+    def training_loss(self, out: TrainingOutputs) -> tuple[Tensor, dict[str, float]]:
+        """``logit_weight * KD + contrastive_weight * InfoNCE + task_weight * task``."""
+        if out.teacher is None:
+            raise ConfigError("contrastive_qat needs the teacher's outputs at every step; run it with a teacher.")
+        mask = valid_token_mask(out.batch, self._mask_side)
+        kd = logit_kd_loss(out.student.logits, out.teacher.logits, self.kd_temperature, mask=mask)
+        loss = self.logit_weight * kd
+        logs = {"loss/kd": float(kd.detach())}
+        if self.contrastive:
+            aux = self._aux
+            if aux is None:
+                raise ConfigError("contrastive_qat.training_loss was called before prepare(); prepare the model first.")
+            contrast = self.contrastive_loss(aux, out)
+            loss = loss + self.contrastive_weight * contrast
+            logs["loss/contrastive"] = float(contrast.detach())
+        if self.task_weight > 0:
+            loss = loss + self.task_weight * out.task_loss
+        logs["loss/task"] = float(out.task_loss.detach())
+        return loss, logs
+
+    def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        """Drop the heads and memory banks (training-only), then freeze as ``qat``."""
+        if hasattr(model, AUX_ATTR):
+            delattr(model, AUX_ATTR)
+        self._aux_ref = None
+        return super().finalize(model, ctx)
+
+    def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
+        """``qat``'s packed export; refuses a model that still carries the training-only heads."""
+        if hasattr(model, AUX_ATTR):
+            raise ConfigError("contrastive_qat.export got a model that was not finalized; call finalize() first.")
+        return super().export(model, out_dir, ctx)
