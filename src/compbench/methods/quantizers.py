@@ -177,6 +177,9 @@ class Quantizer(nn.Module):
         """Fake-quantized ``x``: same shape and dtype, at most ``2**bits`` values per group."""
         xg = self.clip_grouped(self.grouped(x))
         step, zero = self.scale_and_zero(xg)
+        # Steps are stored in fp16; using the fp16 value here too (STE through the cast) makes
+        # the frozen/exported weight exactly the one trained against.
+        step = step + (step.to(torch.float16).clamp_min(_MIN_STEP).to(step.dtype) - step).detach()
         codes = torch.clamp(round_ste(xg / step) + zero, self.qmin, self.qmax)
         return ((codes - zero) * step).reshape(x.shape)
 
@@ -196,7 +199,7 @@ class Quantizer(nn.Module):
         xg = self.clip_grouped(self.grouped(x.detach().float()))
         step, zero = self.scale_and_zero(xg)
         step16 = step.to(torch.float16).clamp_min(_MIN_STEP)
-        codes = torch.clamp(torch.round(xg / step16.float()) + zero, self.qmin, self.qmax)
+        codes = torch.clamp(torch.round(xg / step16.to(xg.dtype)) + zero, self.qmin, self.qmax)
         # Store unsigned codes in [0, 2**bits - 1]; the zero point absorbs the signed offset.
         return QuantizedWeight(
             codes=(codes - self.qmin).to(torch.uint8),
