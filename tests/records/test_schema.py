@@ -20,10 +20,12 @@ from compbench.records.schema import (
     METRIC_PREFIXES,
     RowError,
     config_hash,
+    error_summary,
     flatten_method_params,
     method_label,
     order_columns,
     provenance,
+    utc_timestamp,
     validate_row,
 )
 
@@ -151,3 +153,16 @@ def test_git_sha_marks_dirty_tree(tmp_path):
     assert schema._git_sha(tmp_path) == clean
     (tmp_path / "f.txt").write_text("b")
     assert schema._git_sha(tmp_path) == clean + "-dirty"
+
+
+def test_error_summary_and_timestamp_fit_the_row():
+    try:
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+    except RuntimeError as exc:
+        summary = error_summary(exc)
+    assert summary == "RuntimeError: CUDA out of memory."
+    assert error_summary(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert len(error_summary(ValueError("x" * 10_000))) == schema.ERROR_MAX_CHARS
+    stamp = utc_timestamp()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", stamp)
+    validate_row({**GOOD, "status": "failed", "error": summary, "started_at": stamp})

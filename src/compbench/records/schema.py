@@ -14,6 +14,7 @@ CSV line and one parquet record without nesting.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import os
@@ -155,6 +156,22 @@ def provenance() -> dict[str, str]:
         "transformers_version": transformers.__version__,
         "compbench_version": compbench.__version__,
     }
+
+
+def utc_timestamp() -> str:
+    """Now as ISO 8601 UTC with seconds (``2024-05-01T10:00:00+00:00``), for ``started_at``."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+#: Longest ``error`` cell; a traceback belongs in the run directory's log, not in the table.
+ERROR_MAX_CHARS = 500
+
+
+def error_summary(exc: BaseException) -> str:
+    """The ``error`` column of a failed run: ``Type: first line of the message``, one line."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
 
 
 # ------------------------------------------------------------------------------ config hash
