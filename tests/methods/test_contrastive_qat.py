@@ -328,7 +328,7 @@ def test_ablation_dynamic_scaling_off_uses_the_plain_quantizer():
 
 def test_task_weight_adds_the_task_loss():
     _, _, loss, logs, out, *_ = _one_step("decoder", contrastive=False, task_weight=0.5)
-    assert float(loss) == pytest.approx(logs["loss/kd"] + 0.5 * float(out.loss), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(logs["loss/kd"] + 0.5 * float(out.loss.detach()), rel=1e-5)
 
 
 def test_contrastive_term_decreases_when_training_on_a_fixed_batch():
