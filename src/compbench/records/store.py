@@ -27,16 +27,18 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from compbench.records.schema import FIXED_COLUMN_TYPES, order_columns, validate_row
+
+T = TypeVar("T")
 
 DEFAULT_DB = Path("results/compbench.db")
 TABLE = "runs"
@@ -83,7 +85,7 @@ def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
 class ResultsStore:
     """The SQLite results database of a project (default ``results/compbench.db``).
 
-    Every method opens its own short-lived connection, so one store object may be used from
+    Every call opens its own short-lived connection, so one store object may be used from
     forked or spawned worker processes.
 
     Args:
@@ -107,7 +109,7 @@ class ResultsStore:
         with closing(self._connect()) as conn:
             yield conn
 
-    def _with_retries(self, work):
+    def _with_retries(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(conn)`` in one BEGIN IMMEDIATE transaction, retrying lock errors."""
         for attempt in range(MAX_RETRIES + 1):
             try:
