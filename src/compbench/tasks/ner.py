@@ -98,7 +98,8 @@ class TokenClassificationTask(Task):
         return list(row[self.tokens_column]), list(tags)
 
     def read_synthetic(self, split: str, n: int) -> list[tuple[list[str], list[str]]]:
-        return synthetic.ner_sentences(n, seed={"train": 0, "validation": 1, "test": 2}[split])
+        seed = {"train": 0, "validation": 1, "test": 2}[split]
+        return synthetic.ner_sentences(n, seed=seed, unseen_rate=0.0 if split == "train" else 0.3)
 
     def training_texts(self) -> list[str]:
         return [" ".join(tokens) for tokens, _ in self.load()["train"]]

@@ -28,6 +28,10 @@ def find_split_file(data_dir: Path, split: str, suffixes: tuple[str, ...]) -> Pa
             path = Path(data_dir) / f"{stem}{suffix}"
             if path.is_file():
                 return path
+            # Distributions that prefix the corpus name: ptb.train.txt, wiki.test.tokens.
+            prefixed = sorted(Path(data_dir).glob(f"*.{stem}{suffix}"))
+            if prefixed:
+                return prefixed[0]
     return None
 
 

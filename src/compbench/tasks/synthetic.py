@@ -6,7 +6,9 @@ and evaluation work end to end and that a trained model is clearly better than c
 
 The language is made of pseudo-words built from syllables with a fixed seed. Entities come
 from fixed lexicons and appear in fixed sentence templates, so a model can learn them:
-- NER: person, organisation, location and date mentions (BIO tags) in template sentences.
+- NER: person, organisation, location and date mentions (BIO tags) in template sentences;
+  some names are persons in one sentence and places in another, and validation/test use
+  names never seen in training, so that a model must use context (F1 stays below 1).
 - LM: sentences from a small grammar with subject-verb agreement.
 - Summarization: a document of several sentences; the summary is the lead sentence's
   person, verb and location (an extractive target a small seq2seq model learns quickly).
@@ -39,6 +41,10 @@ class _Lexicon:
         self.verbs_pl = [v + "ni" for v in self.verbs_sg]
         self.adjs = _words(rng, 30, (2, 2), False)
         self.fillers = _words(rng, 40, (1, 2), False)
+        # Names that are persons in some sentences and places in others: only context decides.
+        self.ambiguous = _words(rng, 15, (2, 3), True)
+        # Names never seen in training, used in validation/test: the model must use context.
+        self.unseen = {kind: _words(rng, 20, (3, 3), True) for kind in ("PER", "ORG", "LOC")}
 
 
 _TEMPLATES = [
@@ -50,18 +56,31 @@ _TEMPLATES = [
 ]
 
 
-def _entity(rng: random.Random, lex: _Lexicon, kind: str) -> list[str]:
+def _entity(rng: random.Random, lex: _Lexicon, kind: str, unseen_rate: float) -> list[str]:
+    def name(pool: list[str]) -> str:
+        if rng.random() < unseen_rate:
+            return rng.choice(lex.unseen[kind])
+        if kind in ("PER", "LOC") and rng.random() < 0.25:
+            return rng.choice(lex.ambiguous)
+        return rng.choice(pool)
+
     if kind == "PER":
-        return [rng.choice(lex.persons)] + ([rng.choice(lex.persons)] if rng.random() < 0.5 else [])
+        return [name(lex.persons)] + ([name(lex.persons)] if rng.random() < 0.5 else [])
     if kind == "ORG":
-        return [rng.choice(lex.orgs), "Group" if rng.random() < 0.3 else rng.choice(lex.orgs)]
+        return [name(lex.orgs), "Group" if rng.random() < 0.3 else name(lex.orgs)]
     if kind == "LOC":
-        return [rng.choice(lex.locs)]
+        return [name(lex.locs)]
     return [str(rng.randint(1, 28)), rng.choice(lex.months), str(rng.randint(1990, 2024))]
 
 
-def ner_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """``n`` (tokens, BIO tags) sentences with PER/ORG/LOC/DATE entities."""
+def ner_sentences(n: int, seed: int, unseen_rate: float = 0.0) -> list[tuple[list[str], list[str]]]:
+    """``n`` (tokens, BIO tags) sentences with PER/ORG/LOC/DATE entities.
+
+    Args:
+        n: number of sentences.
+        seed: random seed (one per split).
+        unseen_rate: probability that an entity name comes from names absent from training.
+    """
     lex, rng = _Lexicon(), random.Random(seed)
     out = []
     for _ in range(n):
@@ -70,7 +89,7 @@ def ner_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
         for slot in rng.choice(_TEMPLATES).split():
             kind = slot.strip("{}")
             if kind in ("PER", "ORG", "LOC", "DATE"):
-                words = _entity(rng, lex, kind)
+                words = _entity(rng, lex, kind, unseen_rate)
                 tokens += words
                 tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
             else:

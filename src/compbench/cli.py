@@ -1,0 +1,89 @@
+"""``compbench``: the Hydra app. One run (or a multirun sweep) of fine-tune → compress → evaluate.
+
+    compbench                                   # built-in smoke benchmark, tiny model, < 3 min on a CPU
+    compbench model=gpt2 task=wikitext2 method=ptq_dynamic_int8
+    compbench -m method=none,prune_magnitude method.sparsity=0.5,0.8   # a sweep
+
+Configs live in ``conf/`` at the repository root (``COMPBENCH_CONF_DIR`` overrides it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("WANDB_MODE", "offline")  # never wait on the network unless the user opts in
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+log = logging.getLogger("compbench")
+
+
+def find_conf_dir() -> Path:
+    """``$COMPBENCH_CONF_DIR``, else ``conf/`` beside ``src/`` of this checkout."""
+    env = os.environ.get("COMPBENCH_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        sys.exit(f"compbench: no conf/config.yaml at {path}; install with `pip install -e .` from the "
+                 "repository or set COMPBENCH_CONF_DIR to its conf/ folder.")
+    return path
+
+
+CONF_DIR = find_conf_dir()
+_exit_code = 0
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """The row as a two-column table: identity, config, method parameters, then metrics."""
+    keys = ["run_id", "status", "error", "model", "task", "lang", "method", "seed", "teacher_reused", "duration_s"]
+    keys += sorted(k for k in row if k.startswith("method."))
+    for prefix in ("quality.", "calib.", "robust.", "eff."):
+        keys += sorted(k for k in row if k.startswith(prefix))
+    lines = []
+    for key in keys:
+        value = row.get(key)
+        if value in (None, ""):
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4g}" if math.isfinite(value) else str(value)
+        lines.append((key, str(value)))
+    width = max(len(k) for k, _ in lines)
+    rule = "-" * (width + 2 + max(len(v) for _, v in lines))
+    return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in lines), rule, f"run directory: {row.get('run_dir')}"])
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def app(cfg: DictConfig) -> float | None:
+    """Hydra task function: one run, one row. A failed run in a sweep never stops the sweep."""
+    from compbench.training.pipeline import run
+
+    global _exit_code
+    row, error = run(cfg, CONF_DIR)
+    print(format_row(row), flush=True)
+    if error is not None:
+        print(f"compbench: run failed: {row['error']}", file=sys.stderr, flush=True)
+        if HydraConfig.get().mode == RunMode.RUN:
+            _exit_code = 1
+        return None
+    # A scalar for sweepers that optimise (Optuna): the task's main quality metric.
+    for key in ("quality.f1", "quality.rougeL", "quality.ppl"):
+        if key in row:
+            return float(row[key])
+    return None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+    sys.exit(_exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""One run: validate → teacher (cached or fine-tuned) → method chain → export → evaluate → row.
+
+Data flows one way. Every run ends as exactly one row in the results store and a
+``record.json`` in its run directory, written in a ``finally`` so that failures are rows too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from compbench.configs import build_dataclass, to_dict
+from compbench.errors import ConfigError
+from compbench.methods import Method, MethodContext, build_methods
+from compbench.methods.export import artifact_size_bytes, load_export
+from compbench.models.loader import ModelSpec
+from compbench.records.schema import config_hash, flatten_method_params, method_label, provenance
+from compbench.records.store import ResultsStore
+from compbench.tasks.base import Task
+from compbench.training.module import CompressionModule
+from compbench.training.teacher import get_or_train_teacher, teacher_key
+
+log = logging.getLogger(__name__)
+
+MB = 1e6
+
+
+@dataclass
+class RunContext:
+    """What one run builds, handed from stage to stage."""
+
+    cfg: DictConfig
+    run_id: str
+    run_dir: Path
+    spec: ModelSpec | None = None
+    task: Task | None = None
+    methods: list[Method] = field(default_factory=list)
+    family: str = ""
+    tokenizer: Any = None
+    teacher: torch.nn.Module | None = None
+    teacher_dir: Path | None = None
+
+
+def new_run_id() -> str:
+    """Sortable, unique: UTC timestamp plus 8 random hex digits."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, for the row's ``error`` column."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    return text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}"
+
+
+def compatible_models(conf_dir: Path | None, family_needed: tuple[str, ...]) -> list[str]:
+    """Names of the model configs under ``conf/model`` whose family is in ``family_needed``."""
+    if conf_dir is None:
+        return []
+    names = []
+    for path in sorted((Path(conf_dir) / "model").glob("*.yaml")):
+        family = OmegaConf.load(path).get("family")
+        if family in family_needed:
+            names.append(path.stem)
+    return names
+
+
+def check_compatible(spec: ModelSpec, family: str, task: Task, conf_dir: Path | None) -> None:
+    """Refuse a model × task combination that cannot work, naming the compatible models."""
+    if family in task.supported_families:
+        return
+    options = compatible_models(conf_dir, task.supported_families)
+    raise ConfigError(
+        f"task '{task.name}' ({task.kind}) needs a {' or '.join(task.supported_families)} model, "
+        f"but model '{spec.name}' is {family}; compatible models: {', '.join(options) or 'any such hub id'}."
+    )
+
+
+# --------------------------------------------------------------------------- stages
+def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
+    """Build and validate model spec, task and methods; nothing expensive happens here."""
+    cfg = ctx.cfg
+    ctx.spec = build_dataclass(cfg.model, "model")
+    ctx.task = build_dataclass(cfg.task, "task")
+    ctx.methods = build_methods(cfg.method)
+    ctx.family = ctx.spec.resolve_family()
+    check_compatible(ctx.spec, ctx.family, ctx.task, conf_dir)
+    ctx.task.check_data()
+    teacher_available = bool(cfg.finetune.enabled)
+    for method in ctx.methods:
+        method.check(MethodContext(family=ctx.family, task=ctx.task, teacher_available=teacher_available,
+                                   seed=cfg.seed))
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int) -> L.Trainer:
+    """A Lightning Trainer for one training phase, with the configured loggers."""
+    loggers = []
+    for name, logger_cfg in (cfg.logger or {}).items():
+        if logger_cfg is None:
+            continue
+        loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), name=phase))
+    trainer_kwargs = to_dict(cfg.trainer)
+    return L.Trainer(
+        max_steps=max_steps,
+        logger=loggers or False,
+        default_root_dir=str(run_dir / phase),
+        val_check_interval=max(1, min(val_every, max_steps)),
+        check_val_every_n_epoch=None,
+        **trainer_kwargs,
+    )
+
+
+def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_steps: int, lr: float,
+                teacher=None) -> None:
+    """Train ``model`` in place for ``max_steps`` with the one LightningModule."""
+    ft = ctx.cfg.finetune
+    module = CompressionModule(model, method, teacher=teacher, lr=lr, weight_decay=ft.weight_decay,
+                               warmup_ratio=ft.warmup_ratio, max_steps=max_steps)
+    trainer = make_trainer(ctx.cfg, ctx.run_dir, phase, max_steps, ft.val_every_n_steps)
+    trainer.fit(module, train_dataloaders=ctx.task.train_dataloader(), val_dataloaders=ctx.task.val_dataloader())
+    model.eval()
+
+
+def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
+    """The fine-tuned baseline, from the cache or freshly fine-tuned (and then cached)."""
+    cfg, spec, task = ctx.cfg, ctx.spec, ctx.task
+    ft = cfg.finetune
+    finetune_cfg = to_dict(ft) if ft.enabled else {"enabled": False}
+    key = teacher_key(to_dict(cfg.model), to_dict(cfg.task), int(cfg.seed), finetune_cfg)
+
+    def train():
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        model = spec.build_model(task, ctx.tokenizer, int(cfg.seed))
+        if ft.enabled:
+            train_phase(ctx, model, None, "finetune", int(ft.max_steps), float(ft.lr))
+        return model, {"max_steps": int(ft.max_steps) if ft.enabled else 0}
+
+    def load(path: Path):
+        return task.auto_model_class().from_pretrained(path).eval()
+
+    model, path, reused, _ = get_or_train_teacher(Path(cfg.paths.cache_dir) / "teachers", key, train, load,
+                                                  ctx.tokenizer)
+    ctx.teacher, ctx.teacher_dir = model.eval(), path
+    row.update(teacher_hash=key, teacher_reused=reused)
+
+
+def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
+    """Run the method chain on a copy of the teacher; returns the finalized model."""
+    cfg = ctx.cfg
+    teacher = ctx.teacher if cfg.finetune.enabled else None
+    model = copy.deepcopy(ctx.teacher)
+    mctx = None
+    for index, method in enumerate(ctx.methods):
+        mctx = MethodContext(
+            family=ctx.family, task=ctx.task, teacher=teacher, tokenizer=ctx.tokenizer,
+            device=torch.device("cpu"), seed=int(cfg.seed), work_dir=ctx.run_dir / "work",
+            pretrained_loader=lambda: ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed)),
+            teacher_available=teacher is not None,
+        )
+        if method.start_from == "pretrained":
+            model = mctx.pretrained_loader()
+        method.check(mctx)
+        L.seed_everything(int(cfg.seed) + index, workers=True, verbose=False)
+        model = method.prepare(model, mctx)
+        if method.training_steps > 0:
+            train_phase(ctx, model, method, f"compress_{index}_{method.name}", method.training_steps,
+                        method.learning_rate, teacher=teacher)
+        model = method.finalize(model, mctx).eval()
+    return model, mctx
+
+
+def efficiency_basics(model: torch.nn.Module, export_dir: Path, teacher_dir: Path, mode: str) -> dict[str, Any]:
+    """Sizes measured on disk and parameter counts (the metrics layer adds latency etc.)."""
+    size = artifact_size_bytes(export_dir)
+    # The fp32 reference is what save_pretrained wrote for the uncompressed teacher: weights and config.
+    fp32_files = [p for p in Path(teacher_dir).iterdir()
+                  if p.suffix == ".safetensors" or p.name in ("config.json", "generation_config.json")]
+    fp32_size = sum(p.stat().st_size for p in fp32_files)
+    tensors = list(model.state_dict().values())
+    return {
+        "eff.params": int(sum(t.numel() for t in tensors)),
+        "eff.size_mb": size / MB,
+        "eff.compression_ratio": fp32_size / size if size else float("nan"),
+        "eff.mode": mode,
+    }
+
+
+def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], Exception | None]:
+    """Execute one run; return its row (also stored and written to ``record.json``) and the
+    exception that failed it, if any (the caller decides whether to re-raise)."""
+    run_id = new_run_id()
+    started = time.time()
+    run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "config_hash": config_hash(resolved),
+        "sweep_id": str(cfg.get("sweep_id") or ""),
+        "status": "failed",
+        "error": "",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "run_dir": str(run_dir),
+        **provenance(),
+        "model": str(cfg.model.name),
+        "task": str(cfg.task.name),
+        "lang": str(cfg.task.get("lang") or ""),
+        "method": str(cfg.method.get("name", "")),
+        "seed": int(cfg.seed),
+    }
+    file_handler = logging.FileHandler(run_dir / "run.log")
+    file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(file_handler)
+    ctx = RunContext(cfg=cfg, run_id=run_id, run_dir=run_dir)
+    error: Exception | None = None
+    try:
+        log.info("Run %s in %s", run_id, run_dir)
+        build_components(ctx, conf_dir)
+        stages = [(m.name, m.row_params()) for m in ctx.methods]
+        row["method"] = method_label(stages)
+        row.update(flatten_method_params(stages))
+        ctx.task.load()
+        for split, source in ctx.task.provenance.items():
+            log.info("Data %s: %s", split, source)
+        ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, Path(cfg.paths.cache_dir))
+        ctx.task.setup(ctx.tokenizer)
+        prepare_teacher(ctx, row)
+        model, mctx = apply_methods(ctx)
+        export_dir = run_dir / "export"
+        ctx.methods[-1].export(model, export_dir, mctx)
+        ctx.tokenizer.save_pretrained(export_dir / "tokenizer")
+        if cfg.evaluation.evaluate_reloaded_export:
+            model = load_export(export_dir)
+        row.update(ctx.task.evaluate(model, run_dir, "test"))
+        row.update(efficiency_basics(model, export_dir, ctx.teacher_dir, ctx.methods[-1].eff_mode))
+        row["status"] = "ok"
+    except Exception as exc:  # every failure becomes a row
+        error = exc
+        row["error"] = one_line(exc)
+        log.error("Run %s failed: %s", run_id, row["error"])
+        (run_dir / "traceback.txt").write_text(traceback.format_exc())
+    finally:
+        row["duration_s"] = time.time() - started
+        record = {"row": row, "config": resolved}
+        (run_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+        ResultsStore(Path(cfg.paths.db)).append(row)
+        logging.getLogger().removeHandler(file_handler)
+        file_handler.close()
+    return row, error
