@@ -7,7 +7,6 @@ import threading
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from compbench.records import store as store_module
@@ -135,6 +134,7 @@ def test_retries_when_another_writer_holds_the_lock(tmp_path, monkeypatch):
 
 
 WORKERS, APPENDS = 4, 25
+# The spawned workers import this module; it imports pandas only inside tests so they start fast.
 
 
 def _concurrent_writer(path, worker, barrier):
@@ -181,6 +181,9 @@ def test_ok_config_hashes_and_latest(tmp_path):
 
 
 def test_export_round_trip(tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     store = ResultsStore(tmp_path / "r.db")
     store.append(row("a", model="gpt2", seed=0, teacher_reused=True, **{"quality.f1": math.nan, "eff.size_mb": 1.25}))
     store.append(row("b", model="gpt2", seed=1, teacher_reused=False, **{"quality.f1": 0.3,
@@ -196,7 +199,5 @@ def test_export_round_trip(tmp_path):
     pd.testing.assert_frame_equal(back[numeric], frame[numeric])
     # CSV cannot tell an empty string from a missing value; parquet can.
     assert back["error"].isna().all() and (frame["error"] == "").all()
-    import pyarrow.parquet as pq
-
     f1 = pq.read_table(parquet_path).column("quality.f1").to_pylist()
     assert math.isnan(f1[0]) and f1[1] == 0.3 and f1[2] is None

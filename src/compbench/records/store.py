@@ -30,13 +30,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from compbench.records.schema import FIXED_COLUMN_TYPES, order_columns, validate_row
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas/pyarrow are imported where frames are built: a run process that only appends its row
+# (one per sweep worker) does not pay for them.
 
 T = TypeVar("T")
 
@@ -239,6 +242,8 @@ class ResultsStore:
 
     def table(self) -> pa.Table:
         """All runs as an Arrow table: typed from the declared SQL types, NaN distinct from null."""
+        import pyarrow as pa
+
         columns, types, rows = self._read()
         return pa.table({name: _arrow_column([r.get(name) for r in rows], types[name]) for name in columns})
 
@@ -292,6 +297,8 @@ class ResultsStore:
             for row in rows:
                 writer.writerow(["" if row.get(c) is None else _csv_cell(row[c]) for c in columns])
         parquet_path.parent.mkdir(parents=True, exist_ok=True)
+        import pyarrow.parquet as pq
+
         pq.write_table(self.table(), parquet_path)
         return csv_path, parquet_path
 
@@ -302,6 +309,8 @@ def _csv_cell(value: Any) -> str:
 
 def _arrow_column(values: list[Any], declared: str) -> pa.Array:
     """One column as an Arrow array of its declared type; mixed values fall back to strings."""
+    import pyarrow as pa
+
     arrow_type = {"BOOLEAN": pa.bool_(), "REAL": pa.float64(), "TEXT": pa.string()}.get(declared)
     if declared == "INTEGER":
         # An INTEGER column stores a float that is not a whole number as REAL (type affinity).
