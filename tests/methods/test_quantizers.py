@@ -46,7 +46,7 @@ def test_at_most_two_to_the_bits_values_per_group(name, bits, group_size):
 
 def test_asymmetric_minmax_codes_cover_range():
     w = _weight() + 1.0  # skewed range (zero stays representable): both ends of the grid are used
-    q = Quantizer(4, symmetric=False)
+    q = get_quantizer("minmax")(4, symmetric=False)
     qw = q.quantize(w)
     assert int(qw.codes.max()) == 15 and int(qw.codes.min()) == 0
     assert torch.equal(qw.dequantize(), q(w))  # the exported weight is the trained fake-quant one

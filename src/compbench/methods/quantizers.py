@@ -111,6 +111,12 @@ class Quantizer(nn.Module):
     registry_name = "base"
     #: Whether ``symmetric=False`` is supported by this quantizer.
     supports_asymmetric = True
+    #: Fake-quantize with the fp16-rounded step that ``quantize`` stores, so that the frozen
+    #: weights equal the last training-time forward exactly. On for ``minmax``; off for the
+    #: learned quantizers, whose recorded training trajectories use fp32 steps (their frozen
+    #: weights then differ from the last fake-quant forward by the fp16 rounding of the step,
+    #: ~1e-3 relative; the export still equals the finalized model bit for bit).
+    train_with_fp16_steps = False
 
     def __init__(self, bits: int, *, per_channel: bool = True, group_size: int | None = None, symmetric: bool = True):
         super().__init__()
@@ -177,9 +183,10 @@ class Quantizer(nn.Module):
         """Fake-quantized ``x``: same shape and dtype, at most ``2**bits`` values per group."""
         xg = self.clip_grouped(self.grouped(x))
         step, zero = self.scale_and_zero(xg)
-        # Steps are stored in fp16; using the fp16 value here too (STE through the cast) makes
-        # the frozen/exported weight exactly the one trained against.
-        step = step + (step.to(torch.float16).clamp_min(_MIN_STEP).to(step.dtype) - step).detach()
+        if self.train_with_fp16_steps:
+            # Steps are stored in fp16; using the fp16 value here too (STE through the cast)
+            # makes the frozen/exported weight exactly the one trained against.
+            step = step + (step.to(torch.float16).clamp_min(_MIN_STEP).to(step.dtype) - step).detach()
         codes = torch.clamp(round_ste(xg / step) + zero, self.qmin, self.qmax)
         return ((codes - zero) * step).reshape(x.shape)
 
@@ -210,7 +217,11 @@ class Quantizer(nn.Module):
         )
 
 
-register_quantizer("minmax")(Quantizer)
+@register_quantizer("minmax")
+class MinMaxQuantizer(Quantizer):
+    """Round-to-nearest on a grid set by each group's range (nothing learned)."""
+
+    train_with_fp16_steps = True
 
 
 class _LearnedQuantizer(Quantizer):
