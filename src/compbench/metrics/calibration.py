@@ -125,7 +125,10 @@ class CalibrationAccumulator:
 
 def _token_stats(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, np.ndarray]:
     """Per-token statistics of one chunk, computed in float32 on the logits' device."""
-    log_probs = F.log_softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    if temperature != 1.0:  # skip a copy of the [N, C] chunk in the common case
+        logits = logits / temperature
+    log_probs = F.log_softmax(logits, dim=-1)
     max_log_prob, prediction = log_probs.max(dim=-1)
     log_p_true = log_probs.gather(1, labels.long().unsqueeze(1)).squeeze(1)
     sum_sq = log_probs.mul(2).exp_().sum(dim=-1)  # exp(2 log p) = p^2, without a second [N, C] buffer
