@@ -156,7 +156,9 @@ def _as_arrays(source: CalibrationAccumulator | Mapping[str, np.ndarray]) -> dic
     return arrays
 
 
-def _binned_errors(confidence: np.ndarray, correct: np.ndarray, bin_ids: np.ndarray, n_bins: int) -> tuple[float, float]:
+def _binned_errors(
+    confidence: np.ndarray, correct: np.ndarray, bin_ids: np.ndarray, n_bins: int
+) -> tuple[float, float]:
     """(ECE, MCE) given each token's bin: ECE = sum_b |B_b|/N |acc_b - conf_b|, MCE = max over non-empty bins."""
     counts = np.bincount(bin_ids, minlength=n_bins).astype(np.float64)
     conf_sum = np.bincount(bin_ids, weights=confidence, minlength=n_bins)

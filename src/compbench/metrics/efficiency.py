@@ -359,7 +359,9 @@ def _cpu_model() -> str:
 
 def hardware_string(device: str | torch.device | None = None) -> str:
     """The ``hardware`` column: GPU name (CUDA runs) or CPU model and cores, plus torch threads."""
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {threads}"
