@@ -1,0 +1,31 @@
+"""LLM.int8(): refused on CPU with one sentence; parameters validated at construction."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from compbench.errors import ConfigError
+from compbench.methods import build_method
+from compbench.methods.base import MethodContext
+from compbench.methods.ptq_llm_int8 import LLMInt8PTQ
+from test_ptq_weight_only import CONF
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for CPU-only machines")
+@pytest.mark.parametrize("family", ["encoder", "decoder", "encoder_decoder"])
+def test_refused_on_cpu_suggesting_dynamic_int8(family):
+    method = LLMInt8PTQ()
+    with pytest.raises(ConfigError, match="ptq_dynamic_int8") as err:
+        method.check(MethodContext(family=family))
+    assert str(err.value).count(".") <= 2 and "CUDA" in str(err.value)
+
+
+def test_bad_threshold_refused():
+    with pytest.raises(ConfigError, match="threshold"):
+        LLMInt8PTQ(threshold=-1)
+
+
+def test_yaml_builds_with_list_of_skips():
+    method = build_method(OmegaConf.load(CONF / "ptq_llm_int8.yaml"))
+    assert method.skip_modules == ("lm_head", "classifier", "score")
+    assert method.row_params() == {"threshold": 6.0, "skip_modules": "lm_head,classifier,score"}
