@@ -248,7 +248,8 @@ def test_yaml_builds_the_headline_setting():
     "bad",
     [
         dict(distill=False), dict(kd_alpha=0.5), dict(contrastive_layers=[]), dict(contrastive_layers="last"),
-        dict(contrastive_temperature=0.0), dict(memory_size=0), dict(momentum=1.0), dict(projection_dim=-1),
+        dict(contrastive_layers=[-1, -1]), dict(contrastive_temperature=0.0), dict(memory_size=0),
+        dict(momentum=1.0), dict(projection_dim=-1),
         dict(contrastive_weight=-0.1), dict(act_quantizer="dynamic_scaling"), dict(w_bits=5),
         dict(logit_weight=0.0, contrastive_weight=0.0), dict(quantizer="nope"),
     ],

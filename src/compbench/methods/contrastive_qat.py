@@ -30,7 +30,20 @@ For every valid (non-pad) position ``i`` of a sequence, with token id ``t_i``:
 
 The heads and the memory bank are a training-time auxiliary module attached to the student in
 ``prepare`` and removed in ``finalize`` (never exported), as in contrastive representation
-distillation (Tian et al., 2020), from which the paper borrows the momentum memory bank.
+distillation (Tian et al., 2020), whose momentum memory bank the paper adapts to tokens.
+
+What is the paper's and what is ours: the same-position teacher positive, other tokens as
+negatives from a momentum-updated bank of teacher token features, cosine similarity with a
+temperature, the last-layer default, linear projections before the similarity and the loss
+weighting (``logit KD + lambda * contrastive``, ``lambda = 0.1``) follow the paper as we read
+it (the paper's text was not at hand while writing this; defaults such as ``momentum=0.5`` and
+``tau=0.1`` are the usual CRD/MoCo-style values, not quoted figures). Our own choices: the
+FIFO bound ``memory_size`` on the token-keyed bank, averaging a token's keys within a batch
+before the momentum update, updating the bank before computing the loss (so negatives exist
+from the first step), and the MSE grid initialisation of ``gamma``.
+
+Module-wise dynamic scaling (paper §3.3) is :class:`DynamicScalingQuantizer`, registered as
+the ``dynamic_scaling`` quantizer; its docstring derives the gradient of ``gamma``.
 """
 
 from __future__ import annotations
@@ -327,6 +340,8 @@ class ContrastiveQAT(QAT):
             raise ConfigError(
                 f"contrastive_layers must be a non-empty list of hidden-state indices, got {self.contrastive_layers!r}."
             )
+        if len(set(layers)) != len(layers):
+            raise ConfigError(f"contrastive_layers has repeated indices {layers}; list each layer once.")
         self.contrastive_layers = layers
         if not self.contrastive_temperature > 0:
             raise ConfigError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature!r}.")
@@ -335,7 +350,9 @@ class ContrastiveQAT(QAT):
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}.")
         if not isinstance(self.projection_dim, int) or self.projection_dim < 0:
-            raise ConfigError(f"projection_dim must be a non-negative integer (0 = no heads), got {self.projection_dim!r}.")
+            raise ConfigError(
+                f"projection_dim must be a non-negative integer (0 = no heads), got {self.projection_dim!r}."
+            )
         for weight_name in ("logit_weight", "contrastive_weight", "task_weight"):
             if getattr(self, weight_name) < 0:
                 raise ConfigError(f"{weight_name} must be >= 0, got {getattr(self, weight_name)!r}.")
