@@ -131,8 +131,10 @@ class QAT(Method):
 
     def training_loss(self, out: TrainingOutputs) -> tuple[torch.Tensor, dict[str, float]]:
         """Distillation (if on and a teacher output is given) mixed with the task loss."""
-        if not self.distill or out.teacher is None:
+        if not self.distill:
             return out.task_loss, {"loss/task": float(out.task_loss.detach())}
+        if out.teacher is None:
+            raise ConfigError(f"method '{self.name}' distils the teacher but got no teacher output; set distill=false or provide a teacher.")
         mask = valid_token_mask(out.batch, self._mask_side)
         kd = logit_kd_loss(out.student.logits, out.teacher.logits, self.kd_temperature, mask=mask)
         loss = self.kd_alpha * kd
