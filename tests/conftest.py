@@ -20,3 +20,28 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (the team's ../shared/data)")
     return SHARED_DATA
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compbench_cli(output_dir: Path, *overrides: str, check: bool = True, timeout: int = 600):
+    """Run the real ``compbench`` CLI in a subprocess; return (process, rows of its store)."""
+    import subprocess
+
+    from compbench.records.store import ResultsStore
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, "-m", "compbench.cli", f"paths.output_dir={output_dir}", "logger=none", *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"compbench failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    db = Path(output_dir) / "compbench.db"
+    rows = ResultsStore(db).rows() if db.exists() else []
+    return proc, rows
+
+
+@pytest.fixture
+def run_compbench(tmp_path):
+    """``run_compbench(*overrides)`` runs the CLI with results under this test's tmp dir."""
+    return lambda *overrides, **kw: compbench_cli(kw.pop("output_dir", tmp_path / "results"), *overrides, **kw)

@@ -26,7 +26,9 @@ from compbench.errors import ConfigError
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.models.loader import ModelSpec
-from compbench.records.schema import config_hash, flatten_method_params, method_label, provenance
+from compbench.records.schema import (
+    RowError, config_hash, error_summary, flatten_method_params, method_label, provenance, utc_timestamp,
+)
 from compbench.records.store import ResultsStore
 from compbench.tasks.base import Task
 from compbench.training.module import CompressionModule
@@ -56,12 +58,6 @@ class RunContext:
 def new_run_id() -> str:
     """Sortable, unique: UTC timestamp plus 8 random hex digits."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line, for the row's ``error`` column."""
-    text = " ".join(str(exc).split()) or repr(exc)
-    return text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}"
 
 
 def compatible_models(conf_dir: Path | None, family_needed: tuple[str, ...]) -> list[str]:
@@ -196,6 +192,19 @@ def efficiency_basics(model: torch.nn.Module, export_dir: Path, teacher_dir: Pat
     }
 
 
+def store_row(db: Path, row: dict[str, Any]) -> None:
+    """Append the row; a row that breaks the contract is stored as a failed row saying why."""
+    store = ResultsStore(db)
+    try:
+        store.append(row)
+    except RowError as exc:
+        log.error("Row of run %s breaks the row contract (%s); storing it as failed", row["run_id"], exc)
+        keep = ("run_id", "config_hash", "sweep_id", "started_at", "duration_s", "run_dir", "model", "task",
+                "lang", "method", "seed")
+        store.append({**{k: row.get(k) for k in keep}, **provenance(), "status": "failed",
+                      "error": error_summary(exc)})
+
+
 def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], Exception | None]:
     """Execute one run; return its row (also stored and written to ``record.json``) and the
     exception that failed it, if any (the caller decides whether to re-raise)."""
@@ -210,7 +219,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         "sweep_id": str(cfg.get("sweep_id") or ""),
         "status": "failed",
         "error": "",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "started_at": utc_timestamp(),
         "run_dir": str(run_dir),
         **provenance(),
         "model": str(cfg.model.name),
@@ -247,14 +256,14 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         row["status"] = "ok"
     except Exception as exc:  # every failure becomes a row
         error = exc
-        row["error"] = one_line(exc)
+        row["error"] = error_summary(exc)
         log.error("Run %s failed: %s", run_id, row["error"])
         (run_dir / "traceback.txt").write_text(traceback.format_exc())
     finally:
         row["duration_s"] = time.time() - started
         record = {"row": row, "config": resolved}
         (run_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
-        ResultsStore(Path(cfg.paths.db)).append(row)
+        store_row(Path(cfg.paths.db), row)
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
     return row, error
