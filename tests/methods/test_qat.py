@@ -143,3 +143,15 @@ def test_missing_teacher_output_is_an_error_not_a_silent_fallback():
     student = tiny_model("encoder")(**batch)
     with pytest.raises(ConfigError, match="distill=false"):
         QAT().training_loss(TrainingOutputs(batch, student, None, student.loss))
+
+
+@pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
+def test_generate_works_on_prepared_and_finalized_models(family):
+    method = QAT(w_bits=4, e_bits=4, a_bits=8, distill=False, max_steps=1)
+    prompt = tiny_batch(family)["input_ids"][:1, :4]
+    model = method.prepare(tiny_model(family), MethodContext(family=family))
+    with torch.no_grad():
+        assert model.generate(prompt, max_new_tokens=3, do_sample=False).shape[0] == 1
+    final = method.finalize(model, MethodContext(family=family))
+    with torch.no_grad():
+        assert final.generate(prompt, max_new_tokens=3, do_sample=False).shape[0] == 1
