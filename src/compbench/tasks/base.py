@@ -13,7 +13,9 @@ from one of three sources, chosen by ``source``:
 
 from __future__ import annotations
 
+import copy
 import logging
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,8 @@ class Task(ABC):
     provenance: dict[str, str] = field(default_factory=dict)
 
     kind: ClassVar[str] = ""
+    #: The quality column robustness drops and sweeps optimise.
+    main_metric: ClassVar[str] = ""
     supported_families: ClassVar[tuple[str, ...]] = ()
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt",)
 
@@ -74,6 +78,7 @@ class Task(ABC):
         if not 0 < self.derive_fraction < 1:
             raise ConfigError(f"task.derive_fraction must be in (0, 1), got {self.derive_fraction}.")
         self.splits: dict[str, list[Any]] = {}
+        self.features: dict[str, Any] = {}
         self.tokenizer = None
 
     # ------------------------------------------------------------------ data loading
@@ -174,10 +179,33 @@ class Task(ABC):
         """Text of the train split, for training a tiny model's tokenizer."""
         ...
 
-    @abstractmethod
     def setup(self, tokenizer) -> None:
-        """Tokenize the splits for ``tokenizer``."""
+        """Tokenize every split for ``tokenizer``."""
+        self.tokenizer = tokenizer
+        for split in self.load():
+            self.features[split] = self.encode_split(split)
+
+    @abstractmethod
+    def encode_split(self, split: str) -> Any:
+        """Tokenized features of one split (stored in ``self.features[split]``)."""
         ...
+
+    @abstractmethod
+    def perturb_example(self, example: Any, perturbation: Any, rng: random.Random) -> Any:
+        """The example with its *inputs* perturbed (labels kept aligned; references untouched)."""
+        ...
+
+    def with_test_examples(self, examples: list[Any]) -> "Task":
+        """A copy of this (set-up) task whose test split is ``examples``, tokenized."""
+        clone = copy.copy(self)
+        clone.splits = {**self.splits, "test": list(examples)}
+        clone.features = dict(self.features)
+        clone.features["test"] = clone.encode_split("test")
+        return clone
+
+    def dev_logits(self, model: torch.nn.Module, on_logits: LogitsCallback) -> None:
+        """Feed (logits, labels) of the validation split to ``on_logits`` (temperature fitting)."""
+        self.evaluate(model, None, "validation", on_logits)
 
     @abstractmethod
     def auto_model_class(self):

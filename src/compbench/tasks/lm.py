@@ -58,6 +58,7 @@ class CausalLMTask(Task):
     text_column: str = "text"
 
     kind: ClassVar[str] = "causal_lm"
+    main_metric: ClassVar[str] = "quality.ppl"
     supported_families: ClassVar[tuple[str, ...]] = ("decoder",)
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt", ".raw", ".tokens")
 
@@ -95,21 +96,24 @@ class CausalLMTask(Task):
     def auto_model_class(self):
         return AutoModelForCausalLM
 
-    def setup(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        if tokenizer.eos_token_id is None:
+    def encode_split(self, split: str):
+        """Token ids per document; the train split becomes blocks of ``max_length`` tokens."""
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
             raise ConfigError("the tokenizer has no EOS token, which causal LM evaluation needs as document start.")
-        self._ids = {
-            split: [tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in docs]
-            for split, docs in self.load().items()
-        }
+        ids = [self.tokenizer(doc, add_special_tokens=False)["input_ids"] for doc in self.splits[split]]
+        if split != "train":
+            return ids
         stream: list[int] = []
-        for ids in self._ids["train"]:
-            stream += ids + [tokenizer.eos_token_id]
+        for doc in ids:
+            stream += doc + [eos]
         n_blocks = len(stream) // self.max_length
         if n_blocks == 0:
             raise ConfigError(f"the train split has fewer than task.max_length={self.max_length} tokens.")
-        self._blocks = torch.tensor(stream[: n_blocks * self.max_length]).view(n_blocks, self.max_length)
+        return torch.tensor(stream[: n_blocks * self.max_length]).view(n_blocks, self.max_length)
+
+    def perturb_example(self, example, perturbation, rng):
+        return perturbation.apply_text(example, rng)
 
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split == "train":
@@ -117,13 +121,13 @@ class CausalLMTask(Task):
                 ids = torch.stack(rows)
                 return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
-            return DataLoader(list(self._blocks), batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
+            return DataLoader(list(self.features["train"]), batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
         return DataLoader(self._eval_windows(split), batch_size=self.eval_batch_size, collate_fn=self._collate_windows)
 
     def _eval_windows(self, split: str) -> list[dict[str, Any]]:
         rows = []
         eos = self.tokenizer.eos_token_id
-        for doc_index, ids in enumerate(self._ids[split]):
+        for doc_index, ids in enumerate(self.features[split]):
             seq = [eos] + ids
             for begin, end, first in sliding_windows(len(seq), self.max_length, self.stride):
                 labels = list(seq[begin:end])
@@ -154,7 +158,7 @@ class CausalLMTask(Task):
             raise ConfigError(f"task.max_length={self.max_length} exceeds the model's context of {limit} tokens.")
         device = model_device(model)
         model.eval()
-        n_docs = len(self._ids[split])
+        n_docs = len(self.features[split])
         doc_nll = [0.0] * n_docs
         doc_tokens = [0] * n_docs
         correct = 0

@@ -10,7 +10,7 @@ every gold word of the test file. The F1 is seqeval's (conlleval-style, micro ov
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,10 +81,9 @@ class TokenClassificationTask(Task):
     label_all_subwords: bool = False
 
     kind: ClassVar[str] = "token_classification"
+    main_metric: ClassVar[str] = "quality.f1"
     supported_families: ClassVar[tuple[str, ...]] = ("encoder", "decoder")
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt", ".conll")
-
-    _features: dict[str, list[dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ data
     def read_local(self, path: Path) -> list[tuple[list[str], list[str]]]:
@@ -122,15 +121,17 @@ class TokenClassificationTask(Task):
     def auto_model_class(self):
         return AutoModelForTokenClassification
 
-    def setup(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
+    def encode_split(self, split: str) -> list[dict[str, Any]]:
         label2id = {l: i for i, l in enumerate(self.label_list())}
-        self._features = {}
-        for split, sentences in self.load().items():
-            unknown = {t for _, tags in sentences for t in tags} - set(label2id)
-            if unknown:
-                log.warning("%s %s: tags %s not in the label set are scored as 'O' targets", self.name, split, sorted(unknown))
-            self._features[split] = [self._encode(tokens, tags, label2id) for tokens, tags in sentences]
+        sentences = self.splits[split]
+        unknown = {t for _, tags in sentences for t in tags} - set(label2id)
+        if unknown:
+            log.warning("%s %s: tags %s not in the label set are trained as 'O'", self.name, split, sorted(unknown))
+        return [self._encode(tokens, tags, label2id) for tokens, tags in sentences]
+
+    def perturb_example(self, example, perturbation, rng):
+        tokens, tags = example
+        return perturbation.apply(tokens, tags, rng)
 
     def _encode(self, tokens: list[str], tags: list[str], label2id: dict[str, int]) -> dict[str, Any]:
         enc = self.tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=self.max_length)
@@ -156,7 +157,7 @@ class TokenClassificationTask(Task):
             return batch
 
         size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self._features[split], batch_size=size, shuffle=shuffle, collate_fn=collate)
+        return DataLoader(self.features[split], batch_size=size, shuffle=shuffle, collate_fn=collate)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -166,7 +167,7 @@ class TokenClassificationTask(Task):
         device = model_device(model)
         model.eval()
         preds: list[list[str]] = []
-        sentences = self.load()[split]
+        sentences = self.splits[split]
         for batch in self.dataloader(split):
             word_ids = batch.pop("word_ids")
             inputs = to_device(batch, device)
@@ -189,10 +190,10 @@ class TokenClassificationTask(Task):
 
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
         preds = self.predict(model, split, on_logits)
-        sentences = self.load()[split]
+        sentences = self.splits[split]
         gold = [tags for _, tags in sentences]
         truncated = sum(len(t) for t, _ in sentences) - sum(
-            len({w for w in f["word_ids"] if w >= 0}) for f in self._features[split]
+            len({w for w in f["word_ids"] if w >= 0}) for f in self.features[split]
         )
         if truncated:
             log.warning("%d words beyond max_length=%d were predicted 'O'", truncated, self.max_length)

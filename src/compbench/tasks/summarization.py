@@ -47,6 +47,7 @@ class SummarizationTask(Task):
     summary_column: str = "summary"
 
     kind: ClassVar[str] = "summarization"
+    main_metric: ClassVar[str] = "quality.rougeL"
     supported_families: ClassVar[tuple[str, ...]] = ("encoder_decoder",)
     local_suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
 
@@ -68,23 +69,35 @@ class SummarizationTask(Task):
     def generation_kwargs(self) -> dict[str, Any]:
         return {"num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens}
 
-    def setup(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self._features = {}
-        for split, pairs in self.load().items():
-            docs = [d for d, _ in pairs]
-            sums = [s for _, s in pairs]
-            enc = tokenizer(docs, truncation=True, max_length=self.max_length)
-            tgt = tokenizer(text_target=sums, truncation=True, max_length=self.max_target_length)
-            self._features[split] = [
-                {"input_ids": i, "attention_mask": m, "labels": l}
-                for i, m, l in zip(enc["input_ids"], enc["attention_mask"], tgt["input_ids"])
-            ]
+    def encode_split(self, split: str) -> list[dict[str, Any]]:
+        pairs = self.splits[split]
+        enc = self.tokenizer([d for d, _ in pairs], truncation=True, max_length=self.max_length)
+        tgt = self.tokenizer(text_target=[s for _, s in pairs], truncation=True, max_length=self.max_target_length)
+        return [
+            {"input_ids": i, "attention_mask": m, "labels": l}
+            for i, m, l in zip(enc["input_ids"], enc["attention_mask"], tgt["input_ids"])
+        ]
+
+    def perturb_example(self, example, perturbation, rng):
+        document, summary = example
+        return perturbation.apply_text(document, rng), summary
+
+    @torch.no_grad()
+    def dev_logits(self, model, on_logits: LogitsCallback) -> None:
+        """Teacher-forced logits of the validation references (no generation needed)."""
+        device = model_device(model)
+        model.eval()
+        for batch in self.dataloader("validation"):
+            batch = to_device(batch, device)
+            labels = batch.pop("labels")
+            logits = model(**batch, labels=labels).logits.float()
+            scored = labels != -100
+            on_logits(logits[scored].cpu(), labels[scored].cpu())
 
     def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
         collator = DataCollatorForSeq2Seq(self.tokenizer, label_pad_token_id=-100)
         size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self._features[split], batch_size=size, shuffle=shuffle, collate_fn=collator)
+        return DataLoader(self.features[split], batch_size=size, shuffle=shuffle, collate_fn=collator)
 
     @torch.no_grad()
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
@@ -101,7 +114,7 @@ class SummarizationTask(Task):
                 on_logits(logits[scored].cpu(), labels[scored].cpu())
             generated = model.generate(**batch, **self.generation_kwargs())
             predictions += self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        pairs = self.load()[split]
+        pairs = self.splits[split]
         references = [s for _, s in pairs]
         predictions = [p.strip() for p in predictions]
         if out_dir is not None:

@@ -31,6 +31,7 @@ from compbench.records.schema import (
 )
 from compbench.records.store import ResultsStore
 from compbench.tasks.base import Task
+from compbench.training.evaluation import evaluate_all
 from compbench.training.module import CompressionModule
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
@@ -176,20 +177,15 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
     return model, mctx
 
 
-def efficiency_basics(model: torch.nn.Module, export_dir: Path, teacher_dir: Path, mode: str) -> dict[str, Any]:
-    """Sizes measured on disk and parameter counts (the metrics layer adds latency etc.)."""
+def sizes_on_disk(export_dir: Path, teacher_dir: Path) -> dict[str, Any]:
+    """``eff.size_mb`` of the export and ``eff.compression_ratio`` against the fp32 teacher."""
     size = artifact_size_bytes(export_dir)
     # The fp32 reference is what save_pretrained wrote for the uncompressed teacher: weights and config.
     fp32_files = [p for p in Path(teacher_dir).iterdir()
                   if p.suffix == ".safetensors" or p.name in ("config.json", "generation_config.json")]
     fp32_size = sum(p.stat().st_size for p in fp32_files)
-    tensors = list(model.state_dict().values())
-    return {
-        "eff.params": int(sum(t.numel() for t in tensors)),
-        "eff.size_mb": size / MB,
-        "eff.compression_ratio": fp32_size / size if size else float("nan"),
-        "eff.mode": mode,
-    }
+    return {"eff.size_mb": size / MB, "eff.compression_ratio": fp32_size / size if size else float("nan"),
+            "_size_bytes": size}
 
 
 def store_row(db: Path, row: dict[str, Any]) -> None:
@@ -251,8 +247,12 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         ctx.tokenizer.save_pretrained(export_dir / "tokenizer")
         if cfg.evaluation.evaluate_reloaded_export:
             model = load_export(export_dir)
-        row.update(ctx.task.evaluate(model, run_dir, "test"))
-        row.update(efficiency_basics(model, export_dir, ctx.teacher_dir, ctx.methods[-1].eff_mode))
+        sizes = sizes_on_disk(export_dir, ctx.teacher_dir)
+        size_bytes = sizes.pop("_size_bytes")
+        row.update(sizes)
+        row["eff.mode"] = ctx.methods[-1].eff_mode
+        row.update(evaluate_all(ctx.task, model, ctx.teacher, ctx.family, size_bytes, run_dir, cfg.evaluation,
+                                cfg.task))
         row["status"] = "ok"
     except Exception as exc:  # every failure becomes a row
         error = exc

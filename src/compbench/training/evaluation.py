@@ -1,0 +1,167 @@
+"""The evaluation stage: quality, calibration, robustness and efficiency of one model.
+
+Every run, baseline or compressed, goes through ``evaluate_all`` so every row has all four
+metric groups. Costs are bounded by config (``evaluation.*``): robustness and OOD evaluation can
+be capped to ``max_examples`` test examples, latency to ``repeats`` rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from compbench.configs import build_dataclass, to_dict
+from compbench.metrics.calibration import (
+    CalibrationAccumulator,
+    LogitReservoir,
+    calibration_metrics,
+    temperature_scaled_metrics,
+)
+from compbench.metrics.efficiency import bits_per_param, count_parameters, measure_latency, peak_memory_mb
+from compbench.metrics.registry import register, spec_for
+from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
+from compbench.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+register("robust.ood.*", None, description="quality metric on an out-of-distribution test set (e.g. another language)")
+register("robust.ood.*.f1", True, ("token_classification",), "entity F1 on another language's test set (zero-shot)")
+register("robust.ood.*.ppl", False, ("causal_lm",), "perplexity on a second corpus")
+register("robust.ood.mean_*", None, description="mean of a quality metric over the out-of-distribution sets")
+register("eff.eval_time_s", False, description="wall time of the whole evaluation stage, s")
+register("eff.seq_len", None, description="sequence length of the latency inputs")
+
+
+def quality_and_calibration(task: Task, model: torch.nn.Module, run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    """Test quality and calibration in one pass; temperature fitted on dev tokens first."""
+    calib = cfg.calibration
+    if not calib.enabled:
+        return task.evaluate(model, run_dir, "test")
+    temperature = 1.0
+    row: dict[str, Any] = {}
+    if calib.temperature_scaling:
+        reservoir = LogitReservoir(max_tokens=int(calib.max_dev_tokens), seed=0)
+        task.dev_logits(model, reservoir.add)
+        temperature = reservoir.fit_temperature()
+    raw, scaled = CalibrationAccumulator(), CalibrationAccumulator(temperature=temperature)
+
+    def on_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
+        raw.update(logits, labels)
+        scaled.update(logits, labels)
+
+    row.update(task.evaluate(model, run_dir, "test", on_logits))
+    row.update(calibration_metrics(raw, n_bins=int(calib.n_bins)))
+    if calib.temperature_scaling:
+        row.update(temperature_scaled_metrics(scaled, n_bins=int(calib.n_bins)))
+    raw.save(run_dir / "calibration.npz")
+    return row
+
+
+def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
+    """The main metric under each seeded perturbation of the test inputs, and the relative drops."""
+    rob = cfg.robustness
+    if not rob.enabled or not rob.perturbations:
+        return {}
+    perturbations = parse_perturbations(to_dict({"p": rob.perturbations})["p"])
+    examples = task.splits["test"]
+    if rob.max_examples is not None:
+        examples = examples[: int(rob.max_examples)]
+    baseline = task.with_test_examples(examples) if len(examples) < len(task.splits["test"]) else task
+    clean_scores = baseline.evaluate(model, None, "test") if baseline is not task else clean
+    scores = {}
+    for p in perturbations:
+        perturbed = [task.perturb_example(ex, p, example_rng(int(rob.seed), p.id, i)) for i, ex in enumerate(examples)]
+        result = task.with_test_examples(perturbed).evaluate(model, None, "test")
+        scores[p.id] = {task.main_metric: result[task.main_metric]}
+        log.info("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
+    spec = spec_for(task.main_metric)
+    return robustness_summary(clean_scores, scores, task.main_metric, bool(spec.higher_is_better))
+
+
+def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, task_cfg: DictConfig) -> dict[str, Any]:
+    """Quality on other test sets (e.g. other MasakhaNER languages: zero-shot cross-lingual).
+
+    ``evaluation.ood`` maps a name to task-config overrides (``{yor: {lang: yor, data_dir: ...}}``);
+    the model is evaluated on each one's test split with this run's tokenizer and labels.
+    """
+    if not cfg.ood:
+        return {}
+    row: dict[str, Any] = {}
+    values: dict[str, list[float]] = {}
+    for name, overrides in to_dict(cfg.ood).items():
+        other_cfg = {**to_dict(task_cfg), **(overrides or {})}
+        if "labels" in other_cfg and getattr(task, "labels", None) is not None:
+            other_cfg["labels"] = list(task.labels)  # keep label ids identical to the trained head
+        other = build_dataclass(other_cfg, "task")
+        other.load()
+        test = other.splits["test"]
+        if cfg.robustness.max_examples is not None:
+            test = test[: int(cfg.robustness.max_examples)]
+        scores = task.with_test_examples(test).evaluate(model, None, "test")
+        for column, value in scores.items():
+            metric = column.split(".", 1)[1]
+            row[f"robust.ood.{name}.{metric}"] = value
+            values.setdefault(metric, []).append(value)
+        log.info("OOD %s: %s=%.4f", name, task.main_metric, scores[task.main_metric])
+    main = task.main_metric.split(".", 1)[1]
+    row[f"robust.ood.mean_{main}"] = sum(values[main]) / len(values[main])
+    return row
+
+
+def latency_inputs(model: torch.nn.Module, family: str, seq_len: int):
+    """``make_inputs(batch)`` for timing: fixed random token ids of ``seq_len`` (and a decoder
+    prefix of ``seq_len // 4`` for encoder-decoders: one teacher-forced forward)."""
+    vocab = int(model.config.vocab_size)
+
+    def make_inputs(batch: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(batch)
+        ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if family == "encoder_decoder":
+            inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
+        return inputs
+
+    return make_inputs
+
+
+def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
+               cfg: DictConfig) -> dict[str, Any]:
+    """Parameter counts, bits per parameter, latency vs the fp32 baseline (timed interleaved), memory."""
+    eff = cfg.efficiency
+    counts = count_parameters(model)
+    row: dict[str, Any] = {**counts, **bits_per_param(size_bytes, counts["eff.params"])}
+    if not eff.enabled:
+        return row
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    seq_len = min(int(eff.seq_len), int(limit) - 2 if limit else int(eff.seq_len))
+    make_inputs = latency_inputs(model, family, seq_len)
+    timings = measure_latency(
+        {"baseline": baseline, "compressed": model}, make_inputs,
+        batch_sizes=(1, int(eff.batch_size)), warmup=int(eff.warmup), repeats=int(eff.repeats),
+        threads=eff.threads, baseline="baseline",
+    )
+    row.update(timings["compressed"])
+    row.update(peak_memory_mb(model, make_inputs(1)))
+    row["eff.seq_len"] = seq_len
+    return row
+
+
+def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
+                 run_dir: Path, cfg: DictConfig, task_cfg: DictConfig) -> dict[str, Any]:
+    """All four metric groups for ``model`` (the compressed model, as reloaded from its export)."""
+    start = time.time()
+    row = quality_and_calibration(task, model, run_dir, cfg)
+    row.update(robustness(task, model, row, cfg))
+    row.update(out_of_distribution(task, model, cfg, task_cfg))
+    row.update(efficiency(model, baseline, family, size_bytes, cfg))
+    row["eff.eval_time_s"] = time.time() - start
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        log.warning("Non-finite metrics: %s", ", ".join(bad))
+    return row
