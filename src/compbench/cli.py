@@ -3,6 +3,8 @@
     compbench                                   # built-in smoke benchmark, tiny model, < 3 min on a CPU
     compbench model=gpt2 task=wikitext2 method=ptq_dynamic_int8
     compbench -m method=none,prune_magnitude method.sparsity=0.5,0.8   # a sweep
+    compbench -m ... (same command again)       # resumes: skips configs with an ok row
+    compbench -m ... hydra/launcher=joblib      # parallel local jobs (docs/sweeps.md)
 
 Configs live in ``conf/`` at the repository root (``COMPBENCH_CONF_DIR`` overrides it).
 """
@@ -59,22 +61,66 @@ def format_row(row: dict[str, Any]) -> str:
     return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in lines), rule, f"run directory: {row.get('run_dir')}"])
 
 
+def sweep_label(cfg: DictConfig) -> str:
+    """``sweep_id`` if set, else in a multirun the sweep folder's name (groups the sweep's rows)."""
+    if cfg.get("sweep_id"):
+        return str(cfg.sweep_id)
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return Path(hydra_cfg.sweep.dir).name
+    return ""
+
+
+def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
+    """The stored ok row of this config when the run can be skipped (resume), else None."""
+    from omegaconf import OmegaConf
+
+    from compbench.records.schema import config_hash
+    from compbench.training.resume import done_row
+
+    if cfg.get("force"):
+        return None
+    return done_row(Path(cfg.paths.db), config_hash(OmegaConf.to_container(cfg, resolve=True)))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> float | None:
-    """Hydra task function: one run, one row. A failed run in a sweep never stops the sweep."""
+    """Hydra task function: one run, one row. A failed run in a sweep never stops the sweep:
+    every exception is caught here, so Hydra's launchers go on with the next job."""
+    from omegaconf import open_dict
+
+    from compbench.sweeps import write_outcome
     from compbench.training.pipeline import run
 
     global _exit_code
-    row, error = run(cfg, CONF_DIR)
-    print(format_row(row), flush=True)
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        done = skip_if_done(cfg)
+        if done is not None:
+            log.info("Skipped: config %s is done (ok run %s); force=true recomputes it",
+                     done["config_hash"], done["run_id"])
+            write_outcome(job_dir, "skipped")
+            return main_metric(done)
+        with open_dict(cfg):
+            cfg.sweep_id = sweep_label(cfg)
+        row, error = run(cfg, CONF_DIR)
+        print(format_row(row), flush=True)
+    except Exception as exc:  # noqa: BLE001 - the last guard of a sweep job (e.g. the store is unreachable)
+        row, error = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, exc
+        log.exception("compbench job failed outside the run")
+    write_outcome(job_dir, "failed" if error is not None else "ok")
     if error is not None:
         print(f"compbench: run failed: {row['error']}", file=sys.stderr, flush=True)
         if HydraConfig.get().mode == RunMode.RUN:
             _exit_code = 1
         return None
-    # A scalar for sweepers that optimise (Optuna): the task's main quality metric.
+    return main_metric(row)
+
+
+def main_metric(row: dict[str, Any]) -> float | None:
+    """A scalar for sweepers that optimise (Optuna): the task's main quality metric."""
     for key in ("quality.f1", "quality.rougeL", "quality.ppl"):
-        if key in row:
+        if row.get(key) is not None:
             return float(row[key])
     return None
 

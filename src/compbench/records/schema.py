@@ -71,7 +71,8 @@ STATUSES: tuple[str, ...] = ("ok", "failed")
 #: ``config_hash`` so that two runs differing only in these share a hash (and a cached result):
 #: where files go (``paths``, ``hydra``), how progress is shown or logged (``logger``,
 #: progress bar, model summary, log interval, ``extras``, ``print_config``), run labels
-#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``) and the results store location.
+#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), the results store location, and how a run
+#: is resumed (``force``, ``resume``: checkpointing does not change what is computed).
 CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "paths",
     "hydra",
@@ -83,6 +84,8 @@ CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "extras",
     "print_config",
     "store",
+    "force",
+    "resume",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",

@@ -18,7 +18,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compbench.configs import build_dataclass, to_dict
@@ -31,8 +30,10 @@ from compbench.records.schema import (
 )
 from compbench.records.store import ResultsStore
 from compbench.tasks.base import Task
+from compbench.tracking import Tracker
 from compbench.training.evaluation import evaluate_all
 from compbench.training.module import CompressionModule
+from compbench.training.resume import checkpoint_callback, clear_checkpoints, resumable_checkpoint
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class RunContext:
     cfg: DictConfig
     run_id: str
     run_dir: Path
+    config_hash: str = ""
+    tracker: Tracker | None = None
     spec: ModelSpec | None = None
     task: Task | None = None
     methods: list[Method] = field(default_factory=list)
@@ -100,17 +103,19 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
                                    seed=cfg.seed))
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int) -> L.Trainer:
-    """A Lightning Trainer for one training phase, with the configured loggers."""
-    loggers = []
-    for name, logger_cfg in (cfg.logger or {}).items():
-        if logger_cfg is None:
-            continue
-        loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), name=phase))
+def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int,
+                 loggers: list | None = None, ckpt_dir: Path | None = None) -> L.Trainer:
+    """A Lightning Trainer for one training phase, with the given loggers and, when ``ckpt_dir``
+    is set, a rolling checkpoint there every ``resume.every_n_steps``."""
     trainer_kwargs = to_dict(cfg.trainer)
+    callbacks = []
+    if ckpt_dir is not None:
+        callbacks.append(checkpoint_callback(ckpt_dir, int(cfg.resume.every_n_steps)))
+        trainer_kwargs["enable_checkpointing"] = True
     return L.Trainer(
         max_steps=max_steps,
         logger=loggers or False,
+        callbacks=callbacks,
         default_root_dir=str(run_dir / phase),
         val_check_interval=max(1, min(val_every, max_steps)),
         check_val_every_n_epoch=None,
@@ -119,14 +124,26 @@ def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val
 
 
 def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_steps: int, lr: float,
-                teacher=None) -> None:
-    """Train ``model`` in place for ``max_steps`` with the one LightningModule."""
+                teacher=None, ckpt_dir: Path | None = None) -> None:
+    """Train ``model`` in place for ``max_steps`` with the one LightningModule, continuing from
+    the checkpoint in ``ckpt_dir`` when an earlier attempt of this phase left one."""
     ft = ctx.cfg.finetune
     module = CompressionModule(model, method, teacher=teacher, lr=lr, weight_decay=ft.weight_decay,
                                warmup_ratio=ft.warmup_ratio, max_steps=max_steps)
-    trainer = make_trainer(ctx.cfg, ctx.run_dir, phase, max_steps, ft.val_every_n_steps)
-    trainer.fit(module, train_dataloaders=ctx.task.train_dataloader(), val_dataloaders=ctx.task.val_dataloader())
+    if not ctx.cfg.resume.enabled:
+        ckpt_dir = None
+    loggers = ctx.tracker.phase_loggers(phase) if ctx.tracker is not None else []
+    trainer = make_trainer(ctx.cfg, ctx.run_dir, phase, max_steps, ft.val_every_n_steps, loggers, ckpt_dir)
+    ckpt_path = resumable_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    # Our checkpoints hold tensors and plain types only, so the safe loader reads them.
+    trainer.fit(module, train_dataloaders=ctx.task.train_dataloader(), val_dataloaders=ctx.task.val_dataloader(),
+                ckpt_path=ckpt_path, weights_only=True)
     model.eval()
+
+
+def checkpoint_root(cfg: DictConfig) -> Path:
+    """Where resumable training checkpoints go (``paths.checkpoints_dir``)."""
+    return Path(cfg.paths.get("checkpoints_dir") or Path(cfg.paths.output_dir) / "checkpoints")
 
 
 def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
@@ -136,11 +153,14 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     finetune_cfg = to_dict(ft) if ft.enabled else {"enabled": False}
     key = teacher_key(to_dict(cfg.model), to_dict(cfg.task), int(cfg.seed), finetune_cfg)
 
+    # Named by the teacher key: any run needing this teacher continues a killed fine-tuning.
+    ckpt_dir = checkpoint_root(cfg) / f"teacher-{key}"
+
     def train():
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         model = spec.build_model(task, ctx.tokenizer, int(cfg.seed))
         if ft.enabled:
-            train_phase(ctx, model, None, "finetune", int(ft.max_steps), float(ft.lr))
+            train_phase(ctx, model, None, "finetune", int(ft.max_steps), float(ft.lr), ckpt_dir=ckpt_dir)
         return model, {"max_steps": int(ft.max_steps) if ft.enabled else 0}
 
     def load(path: Path):
@@ -148,6 +168,8 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
 
     model, path, reused, _ = get_or_train_teacher(Path(cfg.paths.cache_dir) / "teachers", key, train, load,
                                                   ctx.tokenizer)
+    if not reused:  # the teacher is cached now; its fine-tuning checkpoint has served
+        clear_checkpoints(ckpt_dir)
     ctx.teacher, ctx.teacher_dir = model.eval(), path
     row.update(teacher_hash=key, teacher_reused=reused)
 
@@ -171,8 +193,9 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
         L.seed_everything(int(cfg.seed) + index, workers=True, verbose=False)
         model = method.prepare(model, mctx)
         if method.training_steps > 0:
-            train_phase(ctx, model, method, f"compress_{index}_{method.name}", method.training_steps,
-                        method.learning_rate, teacher=teacher)
+            phase = f"compress_{index}_{method.name}"
+            train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
+                        teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
         model = method.finalize(model, mctx).eval()
     return model, mctx
 
@@ -209,9 +232,10 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
     run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    hash_ = config_hash(resolved)
     row: dict[str, Any] = {
         "run_id": run_id,
-        "config_hash": config_hash(resolved),
+        "config_hash": hash_,
         "sweep_id": str(cfg.get("sweep_id") or ""),
         "status": "failed",
         "error": "",
@@ -227,11 +251,14 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(file_handler)
-    ctx = RunContext(cfg=cfg, run_id=run_id, run_dir=run_dir)
+    ctx = RunContext(cfg=cfg, run_id=run_id, run_dir=run_dir, config_hash=hash_)
     error: Exception | None = None
     try:
-        log.info("Run %s in %s", run_id, run_dir)
+        log.info("Run %s in %s (config %s)", run_id, run_dir, hash_)
+        # First, so that an online W&B run without credentials fails before any work.
+        ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
+        ctx.tracker.start(resolved, row, group=row["sweep_id"])
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
         row.update(flatten_method_params(stages))
@@ -264,6 +291,13 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         record = {"row": row, "config": resolved}
         (run_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
         store_row(Path(cfg.paths.db), row)
+        if row["status"] == "ok":  # stored: the next attempt skips this config, so drop its checkpoints
+            clear_checkpoints(checkpoint_root(cfg) / hash_)
+        if ctx.tracker is not None:
+            try:
+                ctx.tracker.finish(row)
+            except Exception as exc:  # tracking must not turn a stored result into a crash
+                log.error("W&B could not finish run %s: %s", run_id, error_summary(exc))
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
     return row, error
