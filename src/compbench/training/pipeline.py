@@ -93,7 +93,7 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     cfg = ctx.cfg
     ctx.spec = build_dataclass(cfg.model, "model")
     ctx.task = build_dataclass(cfg.task, "task")
-    ctx.methods = build_methods(cfg.method)
+    ctx.methods = build_methods(cfg.method, conf_dir / "method" if conf_dir else None)
     ctx.family = ctx.spec.resolve_family()
     check_compatible(ctx.spec, ctx.family, ctx.task, conf_dir)
     ctx.task.check_data()
