@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 
 from compbench.errors import ConfigError
-from compbench.metrics.registry import register
 
 #: File written by :meth:`CalibrationAccumulator.save` inside a run directory.
 CALIBRATION_FILE = "calibration.npz"
@@ -48,16 +47,7 @@ FIELDS = ("confidence", "correct", "p_true", "nll", "sum_sq")
 #: ``update`` to ~64 MB each, whatever the batch size and vocabulary.
 _MAX_CHUNK_ELEMENTS = 1 << 24
 
-register("calib.ece", False, description="expected calibration error, equal-width confidence bins (top-1)")
-register("calib.ece_mass", False, description="expected calibration error, equal-mass confidence bins (top-1)")
-register("calib.mce", False, description="maximum calibration error over non-empty equal-width bins (top-1)")
-register("calib.brier", False, description="multi-class Brier score sum_k (p_k - y_k)^2, mean over tokens (0..2)")
-register("calib.nll", False, description="mean negative log-likelihood of the label (nats)")
-register("calib.confidence", None, description="mean top-1 confidence")
-register("calib.accuracy", True, description="top-1 accuracy of the positions scored for calibration")
-register("calib.ece_ts", False, description="calib.ece after temperature scaling fitted on dev tokens")
-register("calib.nll_ts", False, description="calib.nll after temperature scaling fitted on dev tokens")
-register("calib.temperature", None, description="temperature fitted on dev tokens (NLL, LBFGS on log T)")
+
 
 
 class CalibrationAccumulator:

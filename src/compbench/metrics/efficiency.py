@@ -27,21 +27,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from compbench.errors import ConfigError
-from compbench.metrics.registry import register
 
-register("eff.nonzero_params", False, description="parameters of the compressed model that are not zero")
-register("eff.bits_per_param", False, description="8 x exported bytes / eff.params (storage cost incl. overheads)")
-register("eff.latency_ms_p50", False, description="median forward latency at batch 1, ms (interleaved timing)")
-register("eff.latency_ms_p90", False, description="90th-percentile forward latency at batch 1, ms")
-register("eff.latency_ms_p50_b*", False, description="median forward latency at batch B, ms")
-register("eff.latency_ms_p90_b*", False, description="90th-percentile forward latency at batch B, ms")
-register("eff.throughput", True, description="samples per second at the largest timed batch (B / median latency)")
-register("eff.latency_ratio", False, description="median batch-1 latency / the baseline's, timed interleaved")
-register("eff.speedup", True, description="baseline median batch-1 latency / this model's (1 / eff.latency_ratio)")
-register("eff.threads", None, description="torch intra-op threads used for the latency measurement")
-register("eff.batch_size", None, description="the largest batch size timed (the one eff.throughput uses)")
-register("eff.peak_mem_mb", False, description="model tensors + peak extra memory of one forward, MB (10^6 B)")
-register("eff.forward_mem_mb", False, description="peak memory allocated during one forward on top of the model, MB")
+
 
 _MB = 1e6
 

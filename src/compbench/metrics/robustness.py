@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from compbench.errors import ConfigError
-from compbench.metrics.registry import register
 
 #: Characters drawn by ``char_insert`` / ``char_substitute`` (case then follows the replaced letter).
 ALPHABET = string.ascii_lowercase
@@ -341,15 +340,3 @@ def robustness_summary(
         drops.append(drop)
     row["robust.mean_drop"] = float(sum(drops) / len(drops)) if drops else math.nan
     return row
-
-
-_NER = ("token_classification",)
-for _metric in ("f1", "precision", "recall", "f1_*"):
-    register(f"robust.*.{_metric}", True, _NER, f"{_metric} on the perturbed test set (seqeval)")
-register("robust.*.ppl", False, ("causal_lm",), "perplexity on the perturbed test set")
-register("robust.*.nll", False, ("causal_lm",), "mean token NLL on the perturbed test set")
-register("robust.*.token_accuracy", True, ("causal_lm",), "next-token accuracy on the perturbed test set")
-for _metric in ("rouge1", "rouge2", "rougeL"):
-    register(f"robust.*.{_metric}", True, ("summarization",), f"{_metric} on the perturbed inputs")
-register("robust.*.drop", False, description="relative drop of the main metric under one perturbation (+ = worse)")
-register("robust.mean_drop", False, description="mean relative drop of the main metric over perturbations (+ = worse)")

@@ -10,12 +10,9 @@ from __future__ import annotations
 import csv
 import difflib
 import fnmatch
-import importlib
 import io
 import math
-import pkgutil
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,26 +36,6 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------ registry
-_metrics_loaded = False
-
-
-def load_metric_specs() -> None:
-    """Import every ``compbench.metrics`` module so that its ``register`` calls have run.
-
-    Metric modules register their columns (with ``higher_is_better``) on import; reports need
-    all of them to know which value is best, so they are imported here once.
-    """
-    global _metrics_loaded
-    if _metrics_loaded:
-        return
-    import compbench.metrics as metrics_package
-
-    for module in pkgutil.iter_modules(metrics_package.__path__):
-        try:
-            importlib.import_module(f"{metrics_package.__name__}.{module.name}")
-        except ImportError as exc:  # an optional dependency: its columns are just not bolded
-            print(f"compbench-report: warning: metrics module {module.name} not loaded ({exc})", file=sys.stderr)
-    _metrics_loaded = True
 
 
 def higher_is_better(column: str) -> bool | None:
@@ -225,7 +202,6 @@ def _mark_best(table: Table, columns: Sequence[str]) -> None:
     Values are compared as displayed (``DIGITS`` significant digits): equal-looking values
     are all bold. Group columns compare means.
     """
-    load_metric_specs()
     for j, column in enumerate(columns):
         direction = higher_is_better(column)
         if direction is None:

@@ -24,18 +24,12 @@ from compbench.metrics.calibration import (
     temperature_scaled_metrics,
 )
 from compbench.metrics.efficiency import bits_per_param, count_parameters, measure_latency, peak_memory_mb
-from compbench.metrics.registry import register, spec_for
+from compbench.metrics.registry import spec_for
 from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
 from compbench.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
-register("robust.ood.*", None, description="quality metric on an out-of-distribution test set (e.g. another language)")
-register("robust.ood.*.f1", True, ("token_classification",), "entity F1 on another language's test set (zero-shot)")
-register("robust.ood.*.ppl", False, ("causal_lm",), "perplexity on a second corpus")
-register("robust.ood.mean_*", None, description="mean of a quality metric over the out-of-distribution sets")
-register("eff.eval_time_s", False, description="wall time of the whole evaluation stage, s")
-register("eff.seq_len", None, description="sequence length of the latency inputs")
 
 
 def quality_and_calibration(task: Task, model: torch.nn.Module, run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
