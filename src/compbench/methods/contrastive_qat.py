@@ -3,8 +3,8 @@
 Building blocks of QuantGPT / QuantBART (Tao et al., ACL 2022, "Compression of Generative
 Pre-trained Language Models via Quantization").
 
-Token-level contrastive distillation (paper §3.2), as implemented here
----------------------------------------------------------------------
+Token-level contrastive distillation, as implemented here
+---------------------------------------------------------
 For every valid (non-pad) position ``i`` of a sequence, with token id ``t_i``:
 
 * ``q_i = normalize(f_s(h^s_i))``: the quantized student's hidden state at position ``i`` of
@@ -42,7 +42,7 @@ FIFO bound ``memory_size`` on the token-keyed bank, averaging a token's keys wit
 before the momentum update, updating the bank before computing the loss (so negatives exist
 from the first step), and the MSE grid initialisation of ``gamma``.
 
-Module-wise dynamic scaling (paper §3.3) is :class:`DynamicScalingQuantizer`, registered as
+Module-wise dynamic scaling is :class:`DynamicScalingQuantizer`, registered as
 the ``dynamic_scaling`` quantizer; its docstring derives the gradient of ``gamma``.
 """
 
@@ -202,7 +202,7 @@ _GAMMA_INIT_MAX_ELEMENTS = 1 << 20
 
 @register_quantizer("dynamic_scaling")
 class DynamicScalingQuantizer(_LearnedQuantizer):
-    """Module-wise dynamic scaling (paper §3.3): clip ``alpha = gamma * mean(|w|)``.
+    """Module-wise dynamic scaling (the paper's second component): clip ``alpha = gamma * mean(|w|)``.
 
     ``gamma`` is one learned scalar per quantized module, so the clip follows the weights'
     changing scale during training (``mean|w|`` is recomputed every forward) while ``gamma``
