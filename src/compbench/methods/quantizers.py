@@ -57,6 +57,10 @@ def register_quantizer(name: str) -> Callable[[type["Quantizer"]], type["Quantiz
 def get_quantizer(name: str) -> type["Quantizer"]:
     """Look a quantizer class up by name, refusing unknown names with one sentence."""
     if name not in QUANTIZERS:
+        # Quantizers defined beside their method register on import (dynamic_scaling lives with
+        # contrastive_qat); import those modules so that e.g. qat can use them too.
+        import compbench.methods.contrastive_qat  # noqa: F401
+    if name not in QUANTIZERS:
         raise ConfigError(f"unknown quantizer {name!r}; choose one of: {', '.join(sorted(QUANTIZERS))}.")
     return QUANTIZERS[name]
 
