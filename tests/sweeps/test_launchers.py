@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import pytest
-from sweeps.conftest import FAST
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+
+#: A tiny run in a few seconds: debug=fast, no perturbations, 2 latency repeats, no progress bar.
+FAST = ("debug=fast", "evaluation.robustness.enabled=false", "evaluation.efficiency.repeats=2",
+        "trainer.enable_progress_bar=false")
 
 # "-m" goes after the overrides: argparse does not take a flag between positional arguments.
 # Six jobs sharing one teacher; sparsity 1.5 is refused by prune_magnitude's check (ConfigError).
