@@ -114,3 +114,14 @@ def test_local_model_directory_through_the_hub_code_path(run_compbench, tmp_path
     row = rows[0]
     assert row["status"] == "ok", row["error"]
     assert row["model"] == "my_gpt2" and math.isfinite(row["quality.ppl"])
+
+
+def test_contrastive_qat_two_bit_gpt2_through_the_cli(run_compbench):
+    """The issue's headline command: QuantGPT-style 2-bit contrastive QAT on the GPT-2 twin."""
+    _, rows = run_compbench(*FAST, "model=tiny_gpt2", "task=smoke_lm", "method=contrastive_qat", "method.w_bits=2",
+                            "method.max_steps=10", "evaluation.robustness.enabled=false")
+    row = rows[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["method"] == "contrastive_qat" and row["method.w_bits"] == 2
+    assert row["eff.compression_ratio"] > 4  # 2-bit packed weights; embeddings and fp16 extras bound it
+    assert math.isfinite(row["quality.ppl"])

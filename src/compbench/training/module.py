@@ -61,6 +61,9 @@ class CompressionModule(L.LightningModule):
         return self._teacher[0] if self._teacher else None
 
     def on_fit_start(self) -> None:
+        # The model arrives in eval mode (a copy of the evaluated teacher); Lightning keeps each
+        # submodule's mode, so switch dropout etc. back on for training explicitly.
+        self.model.train()
         if self.teacher is not None:
             self.teacher.to(self.device)
 
