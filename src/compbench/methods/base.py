@@ -124,12 +124,14 @@ class Method:
 
     @property
     def training_steps(self) -> int:
-        """Number of compression-training steps; 0 means no training phase."""
-        return 0
+        """Number of compression-training steps (the ``max_steps`` field of methods that train);
+        0 means no training phase."""
+        return int(getattr(self, "max_steps", 0))
 
     @property
     def learning_rate(self) -> float:
-        return 5e-5
+        """Peak learning rate of the training phase (the ``lr`` field of methods that train)."""
+        return float(getattr(self, "lr", 5e-5))
 
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         """Return the model to train or to finalize (may be modified in place)."""

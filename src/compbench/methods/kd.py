@@ -198,14 +198,6 @@ class KnowledgeDistillation(Method):
         """Attention maps are only requested when the attention loss is on."""
         return self.attention_weight > 0
 
-    @property
-    def training_steps(self) -> int:
-        return self.max_steps
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr
-
     # ---------------------------------------------------------------- student shape
     def _student_depths(self, teacher: nn.Module, stacks: list[_Stack]) -> dict[str, int]:
         """Student blocks per stack, from the fields (or half the teacher's depth by default)."""

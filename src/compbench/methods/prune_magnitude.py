@@ -186,14 +186,6 @@ class MagnitudePruning(Method):
     def start_from(self) -> str:
         return "pretrained" if self.when == "before" else "finetuned"
 
-    @property
-    def training_steps(self) -> int:
-        return self.max_steps
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr
-
     def sparsity_at(self, step: int, max_steps: int | None = None) -> float:
         """Target sparsity after optimizer step ``step`` (oneshot: always ``sparsity``)."""
         if self.schedule == "oneshot":

@@ -328,14 +328,6 @@ class StructuredPruning(Method):
         if self.head_sparsity == 0 and self.ffn_sparsity == 0 and self.drop_layers == "none":
             raise ConfigError("prune_structured has nothing to remove; set head_sparsity, ffn_sparsity or drop_layers.")
 
-    @property
-    def training_steps(self) -> int:
-        return self.max_steps
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr
-
     def check(self, ctx: MethodContext) -> None:
         super().check(ctx)
         needs_data = self.importance == "gradient" and (self.head_sparsity > 0 or self.ffn_sparsity > 0)

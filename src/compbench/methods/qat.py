@@ -101,14 +101,6 @@ class QAT(Method):
     def teacher_optional(self) -> bool:
         return not self.distill
 
-    @property
-    def training_steps(self) -> int:
-        return self.max_steps
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr
-
     # ------------------------------------------------------------------ lifecycle
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         """Wrap Linear layers and word embeddings in fake-quantized modules (in place)."""
