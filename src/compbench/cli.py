@@ -72,13 +72,14 @@ def sweep_label(cfg: DictConfig) -> str:
 
 
 def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
-    """The stored ok row of this config when the run can be skipped (resume), else None."""
+    """In a multirun, the stored ok row of this config when the job can be skipped (resuming the
+    sweep), else None. A single run always computes: running one config is an explicit request."""
     from omegaconf import OmegaConf
 
     from compbench.records.schema import config_hash
     from compbench.training.resume import done_row
 
-    if cfg.get("force"):
+    if cfg.get("force") or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return done_row(Path(cfg.paths.db), config_hash(OmegaConf.to_container(cfg, resolve=True)))
 
