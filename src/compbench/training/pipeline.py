@@ -229,6 +229,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
     exception that failed it, if any (the caller decides whether to re-raise)."""
     run_id = new_run_id()
     started = time.time()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
