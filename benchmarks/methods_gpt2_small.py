@@ -83,7 +83,7 @@ def variants(n_layer: int) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         ],
         "kd": [(f"kd {max(1, n_layer // 2)}-of-{n_layer} layers", {"student_layers": max(1, n_layer // 2)})],
         "ptq_weight_only": [
-            ("ptq_weight_only W4 E-fp32 (yaml)", {}),
+            ("ptq_weight_only W4 E-fp16 (yaml e_bits=null)", {}),  # unquantized tensors are stored fp16
             ("ptq_weight_only W8 E8", {"w_bits": 8, "e_bits": 8}),
             ("ptq_weight_only W4 E4", {"w_bits": 4, "e_bits": 4}),
             ("ptq_weight_only W2 E2", {"w_bits": 2, "e_bits": 2}),
@@ -245,7 +245,8 @@ def markdown_table(rows: list[Row], reference_bytes: int) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in rows:
         if row.note:
-            lines.append(f"| {row.label} | {row.eff_mode} | " + " | ".join([row.note] + [""] * (len(header) - 3)) + " |")
+            empty_cells = [""] * (len(header) - 3)
+            lines.append(f"| {row.label} | {row.eff_mode} | " + " | ".join([row.note, *empty_cells]) + " |")
             continue
         cells = [
             row.label, row.eff_mode, _num(row.params, ",d"), _num(row.nonzero, ",d"),
@@ -340,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work / f"export_{index}", ignore_errors=True)
             gc.collect()
             phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in row.seconds.items())
-            print(f"[{label}] {row.size_bytes / 1e6:.1f} MB, {row.latency_ms:.1f} ms vs fp32 {row.fp32_latency_ms:.1f} ms, "
-                  f"reload max|d| {row.reload_diff:.1e}; {phases}; total {time.perf_counter() - started:.1f}s; "
-                  f"load {_load()}", flush=True)
+            print(f"[{label}] {row.size_bytes / 1e6:.1f} MB, {row.latency_ms:.1f} ms "
+                  f"vs fp32 {row.fp32_latency_ms:.1f} ms, reload max|d| {row.reload_diff:.1e}; {phases}; "
+                  f"total {time.perf_counter() - started:.1f}s; load {_load()}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
