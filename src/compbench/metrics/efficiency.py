@@ -16,7 +16,6 @@ hits both alike. Typical pipeline use::
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +26,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from compbench.errors import ConfigError
+from compbench.records.schema import cpu_model
 
 
 
@@ -333,17 +333,6 @@ def peak_memory_mb(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, flo
 
 
 # ------------------------------------------------------------------------------ hardware
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def hardware_string(device: str | torch.device | None = None) -> str:
     """The ``hardware`` column: GPU name (CUDA runs) or CPU model and cores, plus torch threads."""
     if device is None:
@@ -353,4 +342,4 @@ def hardware_string(device: str | torch.device | None = None) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {threads}"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{_cpu_model()} ({usable} of {os.cpu_count()} cores usable), {threads}"
+    return f"{cpu_model()} ({usable} of {os.cpu_count()} cores usable), {threads}"

@@ -122,7 +122,8 @@ def _git_sha(repo_dir: Path) -> str:
     return sha.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where available)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -142,7 +143,7 @@ def hardware() -> str:
         return f"{torch.cuda.get_device_name(0)} x{count}"
     # Cores this process may use (a cgroup/affinity limit), not the host's total.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{_cpu_model()} ({cores} cores)"
+    return f"{cpu_model()} ({cores} cores)"
 
 
 def provenance() -> dict[str, str]:
