@@ -17,7 +17,7 @@ def test_masakhaner_hau_tiny_model_learns(shared_data, run_compbench, tmp_path):
     yor = shared_data / "masakhaner" / "yor"
     _, trained = run_compbench(*ARGS, f"task.data_dir={data_dir}", "finetune.max_steps=250",
                                "finetune.val_every_n_steps=250", "evaluation.robustness.max_examples=100",
-                               f"evaluation.ood={{yor: {{lang: yor, data_dir: '{yor}'}}}}",
+                               f"+evaluation.ood.yor={{lang: yor, data_dir: '{yor}'}}",
                                output_dir=tmp_path / "trained")
     f1_untrained, f1_trained = untrained[0]["quality.f1"], trained[0]["quality.f1"]
     print(f"MasakhaNER hau, tiny_afriberta: untrained F1 {f1_untrained:.3f}, after 250 steps {f1_trained:.3f}")
