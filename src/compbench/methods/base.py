@@ -94,6 +94,9 @@ class Method:
     supported_families: ClassVar[tuple[str, ...]] = FAMILIES
     #: How latency of the finalized model is obtained: ``dense``, ``fake-quant`` or ``real-kernel``.
     eff_mode: ClassVar[str] = "dense"
+    #: Devices the *finalized* model can run on (e.g. CPU-only integer kernels); evaluation
+    #: with ``evaluation.device=auto`` uses CUDA only when the last stage allows it.
+    inference_devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     #: Whether the teacher forward needs hidden states / attentions.
     needs_hidden_states: ClassVar[bool] = False
     needs_attentions: ClassVar[bool] = False

@@ -74,6 +74,7 @@ class LLMInt8PTQ(Method):
     skip_modules: tuple[str, ...] = ("lm_head", "classifier", "score")
 
     eff_mode: ClassVar[str] = "real-kernel"
+    inference_devices: ClassVar[tuple[str, ...]] = ("cuda",)
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or self.threshold < 0:

@@ -140,3 +140,4 @@ register("robust.ood.mean_ppl", False, ("causal_lm",), "mean perplexity over the
 register("robust.ood.mean_rougeL", True, ("summarization",), "mean ROUGE-L over the out-of-distribution sets")
 register("eff.eval_time_s", False, description="wall time of the whole evaluation stage, s")
 register("eff.seq_len", None, description="sequence length of the latency inputs")
+register("eff.device", None, description="device the model was evaluated and timed on (cpu or cuda)")

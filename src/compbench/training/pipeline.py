@@ -200,6 +200,21 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
     return model, mctx
 
 
+def evaluation_device(setting: str, method: Method) -> torch.device:
+    """Where the finalized model is evaluated: ``cpu``, ``cuda``, or ``auto`` (CUDA when present
+    and the method's kernels run there; ``ptq_dynamic_int8``'s int8 kernels are CPU-only)."""
+    if setting not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"evaluation.device={setting!r} is not one of auto, cpu, cuda.")
+    cuda_ok = torch.cuda.is_available() and "cuda" in method.inference_devices
+    if setting == "cuda" and not cuda_ok:
+        reason = "no CUDA device is available" if not torch.cuda.is_available() else \
+            f"method '{method.name}' runs on {', '.join(method.inference_devices)} only"
+        raise ConfigError(f"evaluation.device=cuda is impossible here: {reason}; use evaluation.device=auto.")
+    if setting == "cpu" and "cpu" not in method.inference_devices:
+        raise ConfigError(f"method '{method.name}' cannot run on the CPU; use evaluation.device=auto on a CUDA machine.")
+    return torch.device("cuda" if setting != "cpu" and cuda_ok else "cpu")
+
+
 def sizes_on_disk(export_dir: Path, teacher_dir: Path) -> dict[str, Any]:
     """``eff.size_mb`` of the export and ``eff.compression_ratio`` against the fp32 teacher."""
     size = artifact_size_bytes(export_dir)
@@ -260,6 +275,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         # First, so that an online W&B run without credentials fails before any work.
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
+        device = evaluation_device(str(cfg.evaluation.device), ctx.methods[-1])
         ctx.tracker.start(resolved, row, group=row["sweep_id"])
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
@@ -280,8 +296,10 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         size_bytes = sizes.pop("_size_bytes")
         row.update(sizes)
         row["eff.mode"] = ctx.methods[-1].eff_mode
-        row.update(evaluate_all(ctx.task, model, ctx.teacher, ctx.family, size_bytes, run_dir, cfg.evaluation,
-                                cfg.task))
+        row["eff.device"] = device.type
+        baseline = ctx.teacher.to(device)  # the fp32 model the latency ratio is measured against
+        row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, size_bytes, run_dir,
+                                cfg.evaluation, cfg.task))
         row["status"] = "ok"
     except Exception as exc:  # every failure becomes a row
         error = exc
