@@ -13,11 +13,27 @@ Backends (``backend``):
   forward -- torchao's int8 path has no fast eager CPU kernel here, so ``auto`` picks torch_ao.
   ``benchmarks/quantization.py`` re-measures it.
 
+Tied embeddings (GPT-2's ``wte``/``lm_head``, BART's ``shared``/``embed_tokens``/``lm_head``):
+the output head is quantized like every Linear, and every input embedding sharing its weight
+then looks up the head's *dequantized int8 codes* (``codes * per-row scale``, the head's rows
+being the embedding's rows). The tied tensor is thus one int8 tensor + per-row scales, stored
+once in the export (as the head's ``qweight``/``qscale``). The embeddings hold those values as a
+fp32 **non-persistent buffer** named ``weight`` (``nn.Embedding.forward`` and BART's scaled
+embedding keep working): non-persistent because it is derived state, rebuilt at load time from
+the stored codes, so it is neither exported nor counted by ``count_parameters`` (the head's
+int8 weight counts the tensor once). We keep a fp32 lookup table rather than
+``torch.ao.nn.quantized.Embedding``: that module needs quint8 codes with float zero points and
+its rowwise kernel computes ``code * scale + bias``, which need not round to the same fp32 values
+as the head's ``code * scale``; a plain lookup of ``code * scale`` makes the embedding and the
+head bit-identical views of the same codes, in memory and after reload. Embedding lookups cost
+the same as before; RAM holds the fp32 table beside the head's packed int8 copy, as before.
+
 Before quantizing, all float tensors are rounded to fp16 values, so the export stores the
-tensors that stay in floating point (embeddings, LayerNorm, biases) losslessly in fp16. The
-export holds the int8 weight codes and fp32 per-channel scales; the loader re-runs the same
-backend on a model rebuilt from ``config.json`` and installs the stored codes, so the reload
-runs the same kernels on the same integers: logits match to 1e-5 (bit-identical in our tests).
+tensors that stay in floating point (position embeddings, LayerNorm, biases) losslessly in fp16.
+The export holds the int8 weight codes and fp32 per-channel scales; the loader re-runs the same
+backend on a model rebuilt from ``config.json``, installs the stored codes and re-derives the
+tied embeddings from them, so the reload runs the same kernels on the same integers: logits
+match to 1e-5 (bit-identical in our tests: max abs diff 0).
 """
 
 from __future__ import annotations
@@ -48,15 +64,47 @@ def _dynamic_linear_cls() -> type[nn.Module]:
     return torch.ao.nn.quantized.dynamic.Linear
 
 
+def tied_embeddings(model: nn.Module) -> tuple[str | None, list[str]]:
+    """(name of the output head, names of the embeddings sharing its weight); (None, []) if untied."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or not isinstance(getattr(head, "weight", None), Tensor):
+        return None, []
+    head_name = next(name for name, module in model.named_modules() if module is head)
+    embeddings = [name for name, module in model.named_modules()
+                  if isinstance(module, nn.Embedding) and module.weight is head.weight]
+    return (head_name, embeddings) if embeddings else (None, [])
+
+
+@torch.no_grad()
+def tie_embeddings_to_int8_head(model: nn.Module, head_name: str, embedding_names: list[str], backend: str) -> None:
+    """Make each embedding look up the dequantized int8 codes of the quantized head ``head_name``.
+
+    All embeddings share one fp32 tensor, a non-persistent buffer (see the module docstring).
+    """
+    codes, scales, _ = _int8_parts(model.get_submodule(head_name), backend)
+    dequantized = codes.float() * scales.float().reshape(-1, 1)
+    for name in embedding_names:
+        embedding = model.get_submodule(name)
+        if tuple(embedding.weight.shape) != tuple(dequantized.shape):
+            raise ValueError(f"{name} has shape {tuple(embedding.weight.shape)}, its tied head {tuple(dequantized.shape)}")
+        del embedding.weight
+        embedding.register_buffer("weight", dequantized, persistent=False)
+
+
 def apply_int8(model: nn.Module, backend: str) -> nn.Module:
-    """Convert Conv1D to Linear and quantize every Linear dynamically to int8 with ``backend``."""
+    """Convert Conv1D to Linear, quantize every Linear dynamically to int8 with ``backend`` and
+    point embeddings tied to the output head at the head's dequantized int8 codes."""
     conv1d_to_linear(model)
+    head_name, embedding_names = tied_embeddings(model)
     if backend == "torch_ao":
         qconfig = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-        return torch.ao.quantization.quantize_dynamic(model, qconfig, dtype=torch.qint8, inplace=True)
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        torch.ao.quantization.quantize_dynamic(model, qconfig, dtype=torch.qint8, inplace=True)
+    else:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    if head_name is not None:
+        tie_embeddings_to_int8_head(model, head_name, embedding_names, backend)
     return model
 
 
@@ -120,6 +168,7 @@ class DynamicInt8PTQ(Method):
         model.config.save_pretrained(out_dir)
         backend = self.resolved_backend
         linears = _quantized_linears(model, backend)
+        head_name, embedding_names = _tied_to_int8_head(model, linears)
         tensors: dict[str, Tensor] = {}
         for name, module in linears.items():
             codes, scales, bias = _int8_parts(module, backend)
@@ -140,7 +189,12 @@ class DynamicInt8PTQ(Method):
             aliases[key] = [tensor]
             tensors[key] = (tensor.detach().half() if tensor.is_floating_point() else tensor.detach()).contiguous()
         save_file(tensors, str(out_dir / WEIGHTS_FILE))
-        layout = {"linears": sorted(linears), "aliases": {k: v[1:] for k, v in aliases.items() if len(v) > 1}}
+        layout = {
+            "linears": sorted(linears),
+            "aliases": {k: v[1:] for k, v in aliases.items() if len(v) > 1},
+            # Embeddings rebuilt from this head's codes at load time (not stored themselves).
+            "tied_to_head": {head_name: embedding_names} if head_name is not None else {},
+        }
         (out_dir / LAYOUT_FILE).write_text(json.dumps(layout, separators=(",", ":")))
         return write_manifest(
             out_dir,
@@ -153,6 +207,15 @@ class DynamicInt8PTQ(Method):
                 **self.row_params(),
             },
         )
+
+
+def _tied_to_int8_head(model: nn.Module, linears: dict[str, nn.Module]) -> tuple[str | None, list[str]]:
+    """(quantized head, embeddings whose non-persistent ``weight`` was derived from it) of a finalized model."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((name for name, module in linears.items() if module is head), None)
+    embeddings = [name for name, module in model.named_modules()
+                  if isinstance(module, nn.Embedding) and "weight" in module._non_persistent_buffers_set]
+    return (head_name, embeddings) if head_name is not None and embeddings else (None, [])
 
 
 def _int8_parts(module: nn.Module, backend: str) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -191,6 +254,8 @@ def load_int8_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
             module.weight.scale.copy_(scales.reshape(module.weight.scale.shape))
             if bias is not None:
                 module.bias.copy_(bias)
+    for head_name, embedding_names in layout.get("tied_to_head", {}).items():
+        tie_embeddings_to_int8_head(model, head_name, embedding_names, backend)
     # Copy tensor by tensor: quantized modules' own state-dict hooks expect all their keys.
     target = {k: v for k, v in model.state_dict(keep_vars=True).items()
               if isinstance(v, Tensor) and not any(k.startswith(f"{name}.") for name in linears)}
