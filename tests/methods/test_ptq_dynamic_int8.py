@@ -173,3 +173,15 @@ def test_tied_export_is_int8_sized(tmp_path):
     matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "wpe" not in n)
     assert manifest["size_bytes"] < 0.3 * fp32_bytes + 8_000
     assert manifest["size_bytes"] >= matrices  # honest: at least one byte per int8 weight
+
+
+def test_reload_refuses_a_layout_with_other_ties(tmp_path):
+    method = DynamicInt8PTQ()
+    _, final = _finalize(method, "decoder")
+    method.export(final, tmp_path, None)
+    layout_path = tmp_path / "int8_layout.json"
+    layout = json.loads(layout_path.read_text())
+    layout["tied_to_head"] = {}
+    layout_path.write_text(json.dumps(layout))
+    with pytest.raises(ConfigError, match="tied embeddings"):
+        load_export(tmp_path)
