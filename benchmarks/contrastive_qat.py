@@ -24,7 +24,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from compbench.methods.base import Method, MethodContext, TrainingOutputs
+from compbench.methods.base import Method, MethodContext, method_training_step
 from compbench.methods.contrastive_qat import ContrastiveQAT
 from compbench.methods.qat import QAT
 
@@ -79,13 +79,9 @@ def main() -> None:
 
     def step(method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer, index: int) -> float:
         batch = batches[index % len(batches)]
-        flags = dict(output_hidden_states=method.needs_hidden_states, output_attentions=method.needs_attentions)
         _sync(device)
         start = time.perf_counter()
-        student = model(**batch, **flags)
-        with torch.no_grad():
-            teacher_out = teacher(**batch, **flags)
-        loss, _ = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
+        loss, _, _ = method_training_step(method, model, teacher, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -55,7 +55,7 @@ from transformers.utils import logging as hf_logging
 
 from compbench.errors import ConfigError
 from compbench.methods import build_method
-from compbench.methods.base import Method, MethodContext, TrainingOutputs
+from compbench.methods.base import Method, MethodContext, method_training_step
 from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.metrics.efficiency import count_parameters, hardware_string, measure_latency
 
@@ -171,22 +171,16 @@ def train(method: Method, model: torch.nn.Module, teacher: torch.nn.Module, batc
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * steps), steps)
-    flags = dict(output_hidden_states=method.needs_hidden_states, output_attentions=method.needs_attentions)
     model.train()
     for step in range(steps):
         batch = batches[step % len(batches)]
-        student = model(**batch, **flags)
-        teacher_out = None
-        if method.requires_teacher:
-            with torch.no_grad():
-                teacher_out = teacher(**batch, **flags)
-        loss, _ = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
+        loss, _, student = method_training_step(method, model, teacher, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         method.on_train_step(model, step + 1, steps)
-        del student, teacher_out, loss
+        del student, loss
     model.eval()
     del optimizer, scheduler
     return model

@@ -14,7 +14,7 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from compbench.methods.base import Method, MethodContext, TrainingOutputs
+from compbench.methods.base import Method, MethodContext, method_training_step
 from compbench.models.tiny import tiny_config
 
 VOCAB = 96
@@ -65,14 +65,8 @@ def run_steps(method: Method, model, batches, teacher=None, lr: float = 1e-3, fa
     groups = method.param_groups(model, lr, 0.0) or [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(groups, lr=lr)
     losses = []
-    kwargs = dict(output_hidden_states=method.needs_hidden_states, output_attentions=method.needs_attentions)
     for step, batch in enumerate(batches):
-        student = model(**batch, **kwargs)
-        teacher_out = None
-        if teacher is not None and method.requires_teacher:
-            with torch.no_grad():
-                teacher_out = teacher(**batch, **kwargs)
-        loss, _ = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
+        loss, _, _ = method_training_step(method, model, teacher, batch)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,6 +1,5 @@
 """Bit packing round trips and the packed export: exact reloads, tied weights once, size ratio."""
 
-import copy
 import json
 
 import pytest

@@ -1,6 +1,5 @@
 """QAT: loss regression with fixed seeds, distillation wiring, param groups, frozen levels, exports."""
 
-import copy
 
 import pytest
 import torch

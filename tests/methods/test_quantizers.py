@@ -1,6 +1,5 @@
 """Quantizer primitives: level counts, learned-parameter gradients, Conv1D conversion, wrapping."""
 
-import copy
 
 import pytest
 import torch

@@ -19,15 +19,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from compbench.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from compbench.tasks.base import Task
 
 FAMILIES = ("encoder", "decoder", "encoder_decoder")
 
@@ -179,3 +176,23 @@ class Method:
                 value = str(value)
             out[f.name] = value
         return out
+
+
+def method_training_step(method: Method, model: nn.Module, teacher: nn.Module | None,
+                         batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], Any]:
+    """One compression-training forward: student (and teacher, under ``no_grad``, when the method
+    needs it) with the hidden states/attentions the method asks for, then the method's loss.
+
+    The LightningModule, the method tests and the benchmarks all train through this function.
+
+    Returns:
+        (loss to optimise, extra scalars to log, the student's output).
+    """
+    flags = {"output_hidden_states": method.needs_hidden_states, "output_attentions": method.needs_attentions}
+    student = model(**batch, **flags)
+    teacher_out = None
+    if teacher is not None and method.requires_teacher:
+        with torch.no_grad():
+            teacher_out = teacher(**batch, **flags)
+    loss, extra = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
+    return loss, extra, student

@@ -128,20 +128,15 @@ class Task(ABC):
 
     def _derive_missing(self, splits: dict[str, list[Any]]) -> None:
         cut = self.derive_fraction
-        if "train" not in splits and "validation" in splits:
-            full = splits["validation"]
-            k = max(1, int(len(full) * cut))
-            splits["train"], splits["validation"] = full[:k], full[k:]
-            src = self.provenance["validation"]
-            self.provenance["train"] = f"derived: first {cut:.0%} of {src} (no train file in data_dir)"
-            self.provenance["validation"] = f"derived: last {1 - cut:.0%} of {src}"
-        elif "validation" not in splits and "train" in splits:
-            full = splits["train"]
-            k = max(1, int(len(full) * cut))
-            splits["train"], splits["validation"] = full[:k], full[k:]
-            src = self.provenance["train"]
-            self.provenance["validation"] = f"derived: last {1 - cut:.0%} of {src} (no validation file in data_dir)"
-            self.provenance["train"] = f"derived: first {cut:.0%} of {src}"
+        for absent, source in (("train", "validation"), ("validation", "train")):
+            if absent not in splits and source in splits:
+                full, src = splits[source], self.provenance[source]
+                k = max(1, int(len(full) * cut))
+                splits["train"], splits["validation"] = full[:k], full[k:]
+                self.provenance["train"] = f"derived: first {cut:.0%} of {src}"
+                self.provenance["validation"] = f"derived: last {1 - cut:.0%} of {src}"
+                self.provenance[absent] += f" (no {absent} file in data_dir)"
+                break
         missing = [s for s in SPLITS if s not in splits or not splits[s]]
         if missing:
             raise ConfigError(f"task.data_dir={self.data_dir} yields no {', '.join(missing)} examples; check its files.")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from compbench.methods.base import Method, TrainingOutputs
+from compbench.methods.base import Method, method_training_step
 from compbench.methods.none import NoCompression
 
 #: Keys a task may add to batches for its own evaluation bookkeeping; never fed to the model.
@@ -72,14 +72,8 @@ class CompressionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         inputs = self._model_inputs(batch)
-        flags = {"output_hidden_states": self.method.needs_hidden_states,
-                 "output_attentions": self.method.needs_attentions}
-        student = self.model(**inputs, **flags)
-        teacher_out = None
-        if self.use_teacher:
-            with torch.no_grad():
-                teacher_out = self.teacher(**inputs, **flags)
-        loss, extra = self.method.training_loss(TrainingOutputs(inputs, student, teacher_out, student.loss))
+        loss, extra, student = method_training_step(self.method, self.model, self.teacher if self.use_teacher else None,
+                                                    inputs)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss ({float(loss)}) at step {self.global_step}")
         size = inputs["input_ids"].shape[0]
