@@ -125,3 +125,10 @@ def test_contrastive_qat_two_bit_gpt2_through_the_cli(run_compbench):
     assert row["method"] == "contrastive_qat" and row["method.w_bits"] == 2
     assert row["eff.compression_ratio"] > 4  # 2-bit packed weights; embeddings and fp16 extras bound it
     assert math.isfinite(row["quality.ppl"])
+
+
+def test_teacher_requiring_method_without_a_teacher_is_refused_before_training(run_compbench, tmp_path):
+    proc, rows = run_compbench("method=kd", "finetune.enabled=false", check=False)
+    assert proc.returncode == 1
+    assert "method 'kd' needs a fine-tuned teacher but this run has none" in rows[0]["error"]
+    assert not (tmp_path / "results" / "cache" / "teachers").exists()  # refused before any model was built
