@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 method = build_method(cfg)
                 row.eff_mode = method.eff_mode
                 ctx = MethodContext(family="decoder", teacher=teacher, device=torch.device("cpu"), seed=0,
-                                    work_dir=work / "scratch", teacher_available=True)
+                                    teacher_available=True)
                 reloaded = compress_and_reload(method, teacher, ctx, batches, inputs, work / f"export_{index}", row)
             except ConfigError as exc:
                 if name == REFERENCE:

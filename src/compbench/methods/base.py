@@ -40,7 +40,6 @@ class MethodContext:
         tokenizer: the run's tokenizer.
         device: torch device the run trains on.
         seed: the run's seed.
-        work_dir: a scratch directory inside the run directory.
         pretrained_loader: callable returning a fresh copy of the *pretrained* (not fine-tuned)
             model, for methods applied before fine-tuning.
         teacher_available: whether the run will have a teacher; lets ``check`` refuse a
@@ -53,7 +52,6 @@ class MethodContext:
     tokenizer: Any = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
-    work_dir: Path | None = None
     pretrained_loader: Any = None
     teacher_available: bool = True
 

@@ -183,7 +183,7 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
     for index, method in enumerate(ctx.methods):
         mctx = MethodContext(
             family=ctx.family, task=ctx.task, teacher=teacher, tokenizer=ctx.tokenizer,
-            device=torch.device("cpu"), seed=int(cfg.seed), work_dir=ctx.run_dir / "work",
+            device=torch.device("cpu"), seed=int(cfg.seed),
             pretrained_loader=lambda: ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed)),
             teacher_available=teacher is not None,
         )

@@ -26,16 +26,11 @@ from compbench.records.store import ResultsStore
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last"
-#: Marker a skipped job leaves in its Hydra job folder, counted by the sweep summary callback.
-SKIPPED_MARKER = ".compbench_skipped"
 
 
 def done_row(db: Path, config_hash: str) -> dict[str, Any] | None:
     """The latest ``ok`` row stored for ``config_hash``, or None when it still has to run."""
-    store = ResultsStore(db)
-    if config_hash not in store.ok_config_hashes():
-        return None
-    return store.latest_by_config_hash(status="ok").get(config_hash)
+    return ResultsStore(db).latest_by_config_hash(status="ok").get(config_hash)
 
 
 def checkpoint_callback(ckpt_dir: Path, every_n_steps: int) -> ModelCheckpoint:
