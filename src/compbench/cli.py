@@ -90,6 +90,7 @@ def app(cfg: DictConfig) -> float | None:
     every exception is caught here, so Hydra's launchers go on with the next job."""
     from omegaconf import open_dict
 
+    from compbench.errors import show_traceback, user_sentence
     from compbench.sweeps import write_outcome
     from compbench.training.pipeline import run
 
@@ -108,10 +109,10 @@ def app(cfg: DictConfig) -> float | None:
         print(format_row(row), flush=True)
     except Exception as exc:  # noqa: BLE001 - the last guard of a sweep job (e.g. the store is unreachable)
         row, error = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, exc
-        log.exception("compbench job failed outside the run")
+        log.error("compbench job failed outside the run: %s", row["error"], exc_info=show_traceback())
     write_outcome(job_dir, "failed" if error is not None else "ok")
     if error is not None:
-        print(f"compbench: run failed: {row['error']}", file=sys.stderr, flush=True)
+        print(f"compbench: run failed: {user_sentence(error)}", file=sys.stderr, flush=True)
         if HydraConfig.get().mode == RunMode.RUN:
             _exit_code = 1
         return None
@@ -127,7 +128,13 @@ def main_metric(row: dict[str, Any]) -> float | None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. A mistake on the command line (a misspelled group option or
+    key, a missing mandatory value) is refused in one sentence before Hydra starts."""
+    from compbench.preflight import check_command_line
+
+    problem = check_command_line(sys.argv[1:], CONF_DIR)
+    if problem:
+        sys.exit(f"compbench: {problem}")
     app()
     sys.exit(_exit_code)
 

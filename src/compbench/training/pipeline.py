@@ -76,13 +76,19 @@ def compatible_models(conf_dir: Path | None, family_needed: tuple[str, ...]) -> 
     return names
 
 
+def article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` (by its first letter: "an encoder", "a decoder")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def check_compatible(spec: ModelSpec, family: str, task: Task, conf_dir: Path | None) -> None:
     """Refuse a model × task combination that cannot work, naming the compatible models."""
     if family in task.supported_families:
         return
     options = compatible_models(conf_dir, task.supported_families)
     raise ConfigError(
-        f"task '{task.name}' ({task.kind}) needs a {' or '.join(task.supported_families)} model, "
+        f"task '{task.name}' ({task.kind}) needs {article(task.supported_families[0])} "
+        f"{' or '.join(task.supported_families)} model, "
         f"but model '{spec.name}' is {family}; compatible models: {', '.join(options) or 'any such hub id'}."
     )
 
