@@ -74,14 +74,16 @@ def sweep_label(cfg: DictConfig) -> str:
 def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
     """In a multirun, the stored ok row of this config when the job can be skipped (resuming the
     sweep), else None. A single run always computes: running one config is an explicit request."""
-    from omegaconf import OmegaConf
-
-    from compbench.records.schema import config_hash
+    from compbench.training.pipeline import run_fingerprint
     from compbench.training.resume import done_row
 
     if cfg.get("force") or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return done_row(Path(cfg.paths.db), config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    try:  # keyed by config and data: a done config whose files were edited runs again
+        hash_, _ = run_fingerprint(cfg)
+    except Exception:  # noqa: BLE001 - a broken config or data is reported by the run itself
+        return None
+    return done_row(Path(cfg.paths.db), hash_)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
