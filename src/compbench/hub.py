@@ -23,13 +23,18 @@ def offline_requested() -> bool:
                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-@functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     """True when a TCP connection to the hub (``HF_ENDPOINT``, default huggingface.co:443) opens
     within ``timeout`` seconds; False when offline mode is requested or the probe fails."""
     if offline_requested():
         return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return host_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
+
+
+@functools.lru_cache(maxsize=8)
+def host_reachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when a TCP connection to the host of ``endpoint`` (a URL) opens within ``timeout`` s."""
+    url = urlparse(endpoint)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
     result: list[bool] = []
 

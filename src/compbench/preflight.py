@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -177,4 +178,14 @@ def _compose_check(conf_dir: Path, config_name: str, args: list[str], context: s
             key = getattr(exc, "full_key", None)
             where = f" in {key}" if key else ""
             return f"cannot resolve the config{where}: {first.rstrip('.')}; fix the ${{...}} reference or set the value directly."
+        output_dir = cfg.get("paths", {}).get("output_dir")
+        if output_dir:  # Hydra writes its job folder there first, with a traceback when it cannot
+            try:
+                Path(output_dir).mkdir(parents=True, exist_ok=True)
+                probe = Path(output_dir) / f".compbench-write-test-{os.getpid()}"
+                probe.touch()
+                probe.unlink()
+            except OSError as exc:
+                return (f"cannot write to paths.output_dir={output_dir} ({exc.strerror}); "
+                        "set paths.output_dir to a writable folder.")
     return None

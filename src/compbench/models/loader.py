@@ -9,6 +9,7 @@ task's training text (see ``compbench.models.tokenizer``).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -114,13 +115,26 @@ class ModelSpec:
                 "unreachable; point it at a local folder holding config.json and the weights."
             )
 
-    def context_length(self) -> int | None:
-        """Most tokens the model attends to (position embeddings), or None when it has no limit."""
+    def architecture_config(self, **kwargs: Any) -> PretrainedConfig:
+        """The model's transformers config without loading weights (tiny twins: vocabulary not yet known)."""
         if self.is_tiny:
             overrides = {k: v for k, v in self.tiny.items() if k not in ("vocab_size", "model_type")}
-            config = tiny_config(self.tiny.get("model_type", FAMILY_MODEL_TYPE[self.family]), None, **overrides)
-        else:
-            config = self.hub_config()
+            return tiny_config(self.tiny.get("model_type", FAMILY_MODEL_TYPE[self.family]), None, **overrides, **kwargs)
+        config = copy.deepcopy(self.hub_config())
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        return config
+
+    def skeleton(self, task) -> torch.nn.Module:
+        """The model with the task's head on the meta device: its architecture, no memory, no weights.
+        Lets methods check their settings against the real architecture before any training."""
+        config = self.architecture_config(**task.model_kwargs())
+        with torch.device("meta"):
+            return task.auto_model_class().from_config(config)
+
+    def context_length(self) -> int | None:
+        """Most tokens the model attends to (position embeddings), or None when it has no limit."""
+        config = self.architecture_config()
         limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
         if limit and config.model_type in ("xlm-roberta", "roberta", "camembert"):
             limit -= 2  # RoBERTa-style position ids start after the padding index
@@ -173,7 +187,7 @@ class ModelSpec:
                     self.name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code,
                     **task.model_kwargs(),
                 )
-            except (OSError, ValueError, RuntimeError) as exc:  # e.g. truncated or corrupted weights
+            except Exception as exc:  # noqa: BLE001 - e.g. truncated weights (SafetensorError is its own type)
                 raise ConfigError(
                     f"cannot load the weights of model.name_or_path={self.name_or_path} ({_first_line(exc)}); "
                     "the checkpoint is damaged or incomplete: download or save it again."

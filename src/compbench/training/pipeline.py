@@ -117,6 +117,23 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     for method in ctx.methods:
         method.check(MethodContext(family=ctx.family, task=ctx.task, teacher_available=teacher_available,
                                    seed=cfg.seed))
+    if teacher_available and any(m.requires_teacher for m in ctx.methods):
+        # Checks against the teacher's architecture (a KD student deeper than its teacher) run
+        # now on a weightless skeleton, not after fine-tuning; they run again on the real teacher.
+        try:
+            skeleton = ctx.spec.skeleton(ctx.task)
+        except Exception as exc:  # noqa: BLE001 - no skeleton (exotic architecture): the later check still runs
+            log.debug("No meta-device skeleton of %s: %s", ctx.spec.name, exc)
+            skeleton = None
+        for method in ctx.methods:
+            if skeleton is not None and method.requires_teacher:
+                try:
+                    method.check(MethodContext(family=ctx.family, task=ctx.task, teacher=skeleton,
+                                               teacher_available=True, seed=cfg.seed))
+                except ConfigError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a check that needs real weights runs later
+                    log.debug("Check of %s on the skeleton skipped: %s", method.name, exc)
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int,
