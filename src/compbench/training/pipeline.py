@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import os
 import shutil
 import logging
 import time
@@ -288,10 +289,14 @@ def write_export(ctx: RunContext, model: torch.nn.Module, mctx: MethodContext) -
     try:
         ctx.methods[-1].export(model, tmp, mctx)
         ctx.tokenizer.save_pretrained(tmp / "tokenizer")
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise ConfigError(f"the disk is full while writing the export in {ctx.run_dir} ({exc.strerror}); "
+        # safetensors reports the OS error inside its own exception type ("os error 28").
+        codes = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        code = getattr(exc, "errno", None) if getattr(exc, "errno", None) in codes else next(
+            (n for n in codes if f"os error {n}" in str(exc)), None)
+        if code is not None:
+            raise ConfigError(f"the disk is full while writing the export in {ctx.run_dir} ({os.strerror(code)}); "
                               "free space there or set paths.output_dir to a roomier disk, then re-run.") from exc
         raise
     shutil.rmtree(final, ignore_errors=True)
