@@ -102,9 +102,10 @@ class Task(ABC):
                     f"task.data_dir={data_dir} has no test split (expected e.g. test{self.local_suffixes[0]})."
                 )
         elif self.source == "hub" and not Path(str(self.hub_dataset)).exists():
-            from compbench.hub import hub_reachable
+            from compbench.hub import hub_reachable, offline_requested
 
-            if not hub_reachable():
+            # With HF_DATASETS_OFFLINE=1 the user asks for the local cache: datasets answers that itself.
+            if not offline_requested() and not hub_reachable():
                 raise ConfigError(
                     f"task '{self.name}' would download the hub dataset {self.hub_dataset!r}, but the Hugging Face "
                     f"Hub is unreachable; set task.data_dir=<folder with the {self.name} split files>."
