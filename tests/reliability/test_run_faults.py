@@ -169,6 +169,7 @@ def test_same_config_and_seed_give_identical_metrics_on_rerun(tmp_path):
     for key in measured:
         assert first[key] == second[key] or (first[key] != first[key] and second[key] != second[key]), key
     assert first["data_fingerprint"] == second["data_fingerprint"] and first["config_hash"] == second["config_hash"]
+    assert first["debug"] == "fast"  # made with debug=fast: marked, so reports can leave it out
 
 
 def test_disk_full_while_writing_the_export_is_one_sentence_and_a_failed_row(tmp_path):
