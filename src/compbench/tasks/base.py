@@ -108,7 +108,9 @@ class Task(ABC):
             if not offline_requested() and not hub_reachable():
                 raise ConfigError(
                     f"task '{self.name}' would download the hub dataset {self.hub_dataset!r}, but the Hugging Face "
-                    f"Hub is unreachable; set task.data_dir=<folder with the {self.name} split files>."
+                    f"Hub is unreachable; set task.data_dir=<folder with the {self.name} split files>"
+                    + (f" (there is no folder at task.default_data_dir={self.default_data_dir})."
+                       if self.default_data_dir else ".")
                 )
 
     def _find(self, data_dir: Path, split: str) -> Path | None:
