@@ -72,7 +72,7 @@ STATUSES: tuple[str, ...] = ("ok", "failed")
 #: ``config_hash`` so that two runs differing only in these share a hash (and a cached result):
 #: where files go (``paths``, ``hydra``), how progress is shown or logged (``logger``,
 #: progress bar, model summary, log interval, ``extras``, ``print_config``), run labels
-#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), the results store location, and how a run
+#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), console verbosity (``verbose``), the results store location, and how a run
 #: is resumed (``force``, ``resume``: checkpointing does not change what is computed).
 CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "paths",
@@ -84,6 +84,7 @@ CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "task_name",
     "extras",
     "print_config",
+    "verbose",
     "store",
     "force",
     "resume",
