@@ -83,6 +83,15 @@ class CompressionModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=size)
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Exploding gradients: a finite loss can still give inf/NaN gradients; stop before the
+        # optimizer writes them into the weights (the check costs one norm per step).
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"non-finite gradient norm ({float(norm)}) at step {self.global_step}")
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.method.on_train_step(self.model, self.global_step, self.max_steps)
 
