@@ -344,6 +344,15 @@ class LSQQuantizer(_LearnedQuantizer):
         step = scale_grad(self.step, grad_factor).abs().clamp_min(_MIN_STEP)
         return step, torch.zeros_like(step)
 
+    def forward(self, x: Tensor) -> Tensor:
+        """``round(clip(x / s, -Q_N, Q_P)) * s``: clipping *before* rounding, as in the paper, so
+        that ``x / s`` in the half step beyond ``Q_P`` already counts as clipped (gradient
+        ``Q_P`` for ``s`` and 0 for ``x``)."""
+        xg = self.grouped(x)
+        step, _ = self.scale_and_zero(xg)
+        codes = round_ste(torch.clamp(xg / step, self.qmin, self.qmax))
+        return (codes * step).reshape(x.shape)
+
 
 # ---------------------------------------------------------------------------- modules
 class QuantLinear(nn.Linear):
