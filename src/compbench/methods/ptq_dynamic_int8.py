@@ -132,6 +132,9 @@ class DynamicInt8PTQ(Method):
     backend: str = "auto"
 
     eff_mode: ClassVar[str] = "real-kernel"
+    #: torch's dynamic int8 kernels (fbgemm/onednn) exist on the CPU only, so
+    #: ``evaluation.device=auto`` keeps the model there even on a CUDA machine.
+    inference_devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

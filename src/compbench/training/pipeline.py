@@ -88,6 +88,13 @@ def check_compatible(spec: ModelSpec, family: str, task: Task, conf_dir: Path | 
 
 
 # --------------------------------------------------------------------------- stages
+def method_device(cfg: DictConfig) -> torch.device:
+    """The device the method chain runs on: CUDA when present and ``trainer.accelerator`` allows
+    it (Lightning trains there too), else the CPU. Methods see it as ``MethodContext.device``."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto")).lower()
+    return torch.device("cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu")
+
+
 def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     """Build and validate model spec, task and methods; nothing expensive happens here."""
     cfg = ctx.cfg
@@ -100,7 +107,7 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     teacher_available = bool(cfg.finetune.enabled)
     for method in ctx.methods:
         method.check(MethodContext(family=ctx.family, task=ctx.task, teacher_available=teacher_available,
-                                   seed=cfg.seed))
+                                   seed=cfg.seed, device=method_device(cfg)))
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int,
@@ -183,7 +190,7 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
     for index, method in enumerate(ctx.methods):
         mctx = MethodContext(
             family=ctx.family, task=ctx.task, teacher=teacher, tokenizer=ctx.tokenizer,
-            device=torch.device("cpu"), seed=int(cfg.seed),
+            device=method_device(cfg), seed=int(cfg.seed),
             pretrained_loader=lambda: ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed)),
             teacher_available=teacher is not None,
         )
