@@ -125,6 +125,10 @@ def test_contrastive_qat_two_bit_gpt2_through_the_cli(run_compbench):
     assert row["method"] == "contrastive_qat" and row["method.w_bits"] == 2
     assert row["eff.compression_ratio"] > 4  # 2-bit packed weights; embeddings and fp16 extras bound it
     assert math.isfinite(row["quality.ppl"])
+    # The cost of compressing: 10 timed steps inside the chain's wall time; the teacher's fine-tuning time.
+    assert row["eff.train_steps"] == 10 and row["eff.train_step_ms"] > 0
+    assert row["eff.train_time_s"] >= 10 * row["eff.train_step_ms"] / 1e3 / 2
+    assert row["eff.teacher_train_time_s"] > 0
 
 
 def test_teacher_requiring_method_without_a_teacher_is_refused_before_training(run_compbench, tmp_path):

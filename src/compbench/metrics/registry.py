@@ -141,3 +141,7 @@ register("robust.ood.mean_rougeL", True, ("summarization",), "mean ROUGE-L over 
 register("eff.eval_time_s", False, description="wall time of the whole evaluation stage, s")
 register("eff.seq_len", None, description="sequence length of the latency inputs")
 register("eff.device", None, description="device the model was evaluated and timed on (cpu or cuda)")
+register("eff.train_time_s", False, description="wall time of the method chain (prepare, training, finalize), s")
+register("eff.train_steps", None, description="compression-training steps run (this attempt, if resumed)")
+register("eff.train_step_ms", False, description="median wall time of one compression-training step, ms")
+register("eff.teacher_train_time_s", None, description="wall time the teacher's fine-tuning took (cached teachers: when trained), s")

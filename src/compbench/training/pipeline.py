@@ -24,6 +24,7 @@ from compbench.configs import build_dataclass, to_dict
 from compbench.errors import ConfigError
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
+from compbench.metrics.efficiency import training_cost
 from compbench.models.loader import ModelSpec
 from compbench.records.schema import (
     RowError, config_hash, error_summary, flatten_method_params, method_label, provenance, utc_timestamp,
@@ -57,6 +58,9 @@ class RunContext:
     tokenizer: Any = None
     teacher: torch.nn.Module | None = None
     teacher_dir: Path | None = None
+    teacher_time_s: float | None = None
+    #: Durations of the compression-training steps, s (for the eff.train_* columns).
+    step_times_s: list[float] = field(default_factory=list)
 
 
 def new_run_id() -> str:
@@ -131,9 +135,10 @@ def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val
 
 
 def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_steps: int, lr: float,
-                teacher=None, ckpt_dir: Path | None = None) -> None:
+                teacher=None, ckpt_dir: Path | None = None) -> list[float]:
     """Train ``model`` in place for ``max_steps`` with the one LightningModule, continuing from
-    the checkpoint in ``ckpt_dir`` when an earlier attempt of this phase left one."""
+    the checkpoint in ``ckpt_dir`` when an earlier attempt of this phase left one; returns the
+    wall time of each step run, s."""
     ft = ctx.cfg.finetune
     module = CompressionModule(model, method, teacher=teacher, lr=lr, weight_decay=ft.weight_decay,
                                warmup_ratio=ft.warmup_ratio, max_steps=max_steps)
@@ -146,6 +151,7 @@ def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_s
     trainer.fit(module, train_dataloaders=ctx.task.train_dataloader(), val_dataloaders=ctx.task.val_dataloader(),
                 ckpt_path=ckpt_path, weights_only=True)
     model.eval()
+    return module.step_times_s
 
 
 def checkpoint_root(cfg: DictConfig) -> Path:
@@ -173,11 +179,12 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     def load(path: Path):
         return task.auto_model_class().from_pretrained(path).eval()
 
-    model, path, reused, _ = get_or_train_teacher(Path(cfg.paths.cache_dir) / "teachers", key, train, load,
+    model, path, reused, info = get_or_train_teacher(Path(cfg.paths.cache_dir) / "teachers", key, train, load,
                                                   ctx.tokenizer)
     if not reused:  # the teacher is cached now; its fine-tuning checkpoint has served
         clear_checkpoints(ckpt_dir)
     ctx.teacher, ctx.teacher_dir = model.eval(), path
+    ctx.teacher_time_s = info.get("train_time_s") if ft.enabled else None
     row.update(teacher_hash=key, teacher_reused=reused)
 
 
@@ -201,8 +208,8 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
         model = method.prepare(model, mctx)
         if method.training_steps > 0:
             phase = f"compress_{index}_{method.name}"
-            train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
-                        teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
+            ctx.step_times_s += train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
+                                            teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
         model = method.finalize(model, mctx).eval()
     return model, mctx
 
@@ -293,7 +300,9 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, Path(cfg.paths.cache_dir))
         ctx.task.setup(ctx.tokenizer)
         prepare_teacher(ctx, row)
+        compress_start = time.perf_counter()
         model, mctx = apply_methods(ctx)
+        row.update(training_cost(time.perf_counter() - compress_start, ctx.step_times_s, ctx.teacher_time_s))
         export_dir = run_dir / "export"
         ctx.methods[-1].export(model, export_dir, mctx)
         ctx.tokenizer.save_pretrained(export_dir / "tokenizer")
