@@ -61,6 +61,9 @@ class Task(ABC):
     kind: ClassVar[str] = ""
     #: The quality column robustness drops and sweeps optimise.
     main_metric: ClassVar[str] = ""
+    #: ``(column, relative|difference)`` that ``robust.*.drop`` is computed on; None = the
+    #: relative change of ``main_metric``.
+    robust_drop: ClassVar[tuple[str, str] | None] = None
     supported_families: ClassVar[tuple[str, ...]] = ()
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt",)
 
