@@ -99,6 +99,13 @@ def method_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu")
 
 
+def finetune_budget(cfg: DictConfig) -> dict[str, Any]:
+    """The teacher's fine-tuning budget as ``MethodContext`` fields (None without fine-tuning)."""
+    if not cfg.finetune.enabled:
+        return {"finetune_steps": None, "finetune_lr": None}
+    return {"finetune_steps": int(cfg.finetune.max_steps), "finetune_lr": float(cfg.finetune.lr)}
+
+
 def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     """Build and validate model spec, task and methods; nothing expensive happens here."""
     cfg = ctx.cfg
@@ -111,7 +118,7 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     teacher_available = bool(cfg.finetune.enabled)
     for method in ctx.methods:
         method.check(MethodContext(family=ctx.family, task=ctx.task, teacher_available=teacher_available,
-                                   seed=cfg.seed, device=method_device(cfg)))
+                                   seed=cfg.seed, device=method_device(cfg), **finetune_budget(cfg)))
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int,
@@ -199,7 +206,7 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
             family=ctx.family, task=ctx.task, teacher=teacher, tokenizer=ctx.tokenizer,
             device=method_device(cfg), seed=int(cfg.seed),
             pretrained_loader=lambda: ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed)),
-            teacher_available=teacher is not None,
+            teacher_available=teacher is not None, **finetune_budget(cfg),
         )
         if method.start_from == "pretrained":
             model = mctx.pretrained_loader()
