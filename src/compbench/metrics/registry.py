@@ -90,6 +90,7 @@ register("quality.ppl_protocol", None, ("causal_lm",), "how quality.ppl was comp
 register("quality.rouge1", True, ("summarization",), "ROUGE-1 F-measure (rouge-score, stemmed)")
 register("quality.rouge2", True, ("summarization",), "ROUGE-2 F-measure (rouge-score, stemmed)")
 register("quality.rougeL", True, ("summarization",), "ROUGE-L F-measure (rouge-score, stemmed)")
+register("quality.ext.*", None, description="an evaluation.extra_metrics value (HF evaluate, from saved predictions)")
 register("quality.rougeLsum", True, ("summarization",), "ROUGE-Lsum F-measure over Punkt-split sentences (rouge-score, stemmed)")
 
 # ---- efficiency (compbench.metrics.efficiency, compbench.training.pipeline)

@@ -201,6 +201,13 @@ class Task(ABC):
         clone.features["test"] = clone.encode_split("test")
         return clone
 
+    #: Whether ``evaluate`` writes predictions that ``saved_predictions`` reads back.
+    has_saved_predictions: ClassVar[bool] = False
+
+    def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[Any], list[Any]]:
+        """(predictions, references) that ``evaluate(model, run_dir, split)`` saved."""
+        raise ConfigError(f"the {self.kind} task does not save text predictions.")
+
     def dev_logits(self, model: torch.nn.Module, on_logits: LogitsCallback) -> None:
         """Feed (logits, labels) of the validation split to ``on_logits`` (temperature fitting)."""
         self.evaluate(model, None, "validation", on_logits)

@@ -112,6 +112,13 @@ class SummarizationTask(Task):
         return DataLoader(self.features[split], batch_size=size, shuffle=shuffle, collate_fn=collator)
 
     @torch.no_grad()
+    has_saved_predictions: ClassVar[bool] = True
+
+    def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[str], list[str]]:
+        """Generated and reference summaries from ``predictions_<split>.jsonl``."""
+        rows = [json.loads(line) for line in (Path(run_dir) / f"predictions_{split}.jsonl").read_text().splitlines()]
+        return [r["prediction"] for r in rows], [r["reference"] for r in rows]
+
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
         device = model_device(model)
         model.eval()

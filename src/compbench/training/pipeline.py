@@ -25,6 +25,7 @@ from compbench.errors import ConfigError
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.metrics.efficiency import training_cost
+from compbench.metrics.extra import extra_quality, load_extra_metrics
 from compbench.models.loader import ModelSpec
 from compbench.records.schema import (
     RowError, config_hash, error_summary, flatten_method_params, method_label, provenance, utc_timestamp,
@@ -297,6 +298,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
         device = evaluation_device(str(cfg.evaluation.device), ctx.methods[-1])
+        extra_metrics = load_extra_metrics(OmegaConf.to_container(cfg.evaluation.get("extra_metrics") or []),
+                                           ctx.task)
         ctx.tracker.start(resolved, row, group=row["sweep_id"])
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
@@ -323,6 +326,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         baseline = ctx.teacher.to(device)  # the fp32 model the latency ratio is measured against
         row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, size_bytes, run_dir,
                                 cfg.evaluation, cfg.task))
+        if extra_metrics:
+            row.update(extra_quality(extra_metrics, *ctx.task.saved_predictions(run_dir)))
         row["status"] = "ok"
     except Exception as exc:  # every failure becomes a row
         error = exc
