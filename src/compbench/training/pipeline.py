@@ -298,8 +298,9 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
         device = evaluation_device(str(cfg.evaluation.device), ctx.methods[-1])
-        extra_metrics = load_extra_metrics(OmegaConf.to_container(cfg.evaluation.get("extra_metrics") or []),
-                                           ctx.task)
+        extras = cfg.evaluation.get("extra_metrics")
+        extras = OmegaConf.to_container(extras, resolve=True) if OmegaConf.is_config(extras) else extras
+        extra_metrics = load_extra_metrics(extras, ctx.task)
         ctx.tracker.start(resolved, row, group=row["sweep_id"])
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
