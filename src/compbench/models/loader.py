@@ -173,7 +173,8 @@ class ModelSpec:
         return tok
 
     def build_model(self, task, tokenizer, seed: int) -> torch.nn.Module:
-        """The *pretrained* model (random init for tiny twins) with the task's head."""
+        """The *pretrained* model (random init for tiny twins) with the task's head, any newly
+        initialised weights (tiny twins, a new head) drawn under ``seed``."""
         auto = task.auto_model_class()
         if self.is_tiny:
             overrides = {k: v for k, v in self.tiny.items() if k not in ("vocab_size", "model_type")}
@@ -182,6 +183,9 @@ class ModelSpec:
             torch.manual_seed(seed)
             model = auto.from_config(config)
         else:
+            # The task head new to the checkpoint is drawn from the global RNG: seed it, so it is
+            # the same under a run's seed whatever ran before (e.g. a teacher fine-tuned or not).
+            torch.manual_seed(seed)
             try:
                 model = auto.from_pretrained(
                     self.name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code,
