@@ -136,6 +136,7 @@ def bits_per_param(export_size_bytes: int, params: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------ latency
 def _device_of(model: nn.Module) -> torch.device:
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd module
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -202,7 +203,8 @@ def measure_latency(
             torch.set_num_threads(threads)
         used_threads = torch.get_num_threads()
         for model in models.values():
-            model.eval()
+            if isinstance(model, nn.Module):
+                model.eval()
         with torch.inference_mode():
             for batch_size in sorted(set(batch_sizes)):
                 cpu_inputs = make_inputs(batch_size)
@@ -240,6 +242,40 @@ def measure_latency(
             row["eff.latency_ratio"] = row["eff.latency_ms_p50"] / base
             row["eff.speedup"] = base / row["eff.latency_ms_p50"]
     return results
+
+
+def compile_for_timing(
+    models: Mapping[str, nn.Module],
+    make_inputs: Callable[[int], Mapping[str, Any]],
+    batch_sizes: tuple[int, ...] = (1, 8),
+    threads: int | None = None,
+) -> tuple[dict[str, Callable[..., Any]], dict[str, float]]:
+    """``torch.compile`` each model and compile it for every timed batch size, outside any timing.
+
+    Returns (name -> compiled callable, name -> seconds spent compiling). The seconds are the
+    wall time of the first call per batch size (Dynamo tracing + Inductor code generation + that
+    one forward), under ``inference_mode`` like :func:`measure_latency`, so the timed calls that
+    follow hit the compiled graphs without recompiling. They are reported on their own
+    (``eff.compile_time_s``) and never enter the latency.
+    """
+    previous_threads = torch.get_num_threads()
+    compiled: dict[str, Callable[..., Any]] = {}
+    seconds: dict[str, float] = {}
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for name, model in models.items():
+            model.eval()
+            compiled[name] = torch.compile(model)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                for batch_size in sorted(set(batch_sizes)):
+                    compiled[name](**_to_device(make_inputs(batch_size), _device_of(model)))
+            _synchronize(_device_of(model))
+            seconds[name] = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous_threads)
+    return compiled, seconds
 
 
 # ------------------------------------------------------------------------------ memory

@@ -141,3 +141,5 @@ register("robust.ood.mean_rougeL", True, ("summarization",), "mean ROUGE-L over 
 register("eff.eval_time_s", False, description="wall time of the whole evaluation stage, s")
 register("eff.seq_len", None, description="sequence length of the latency inputs")
 register("eff.device", None, description="device the model was evaluated and timed on (cpu or cuda)")
+register("eff.compiled", None, description="whether the latency was timed on torch.compile'd models (evaluation.compile)")
+register("eff.compile_time_s", False, description="torch.compile time of the compressed model (first call per batch size), s; not in the latency")
