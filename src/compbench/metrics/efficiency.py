@@ -161,6 +161,7 @@ def measure_latency(
     repeats: int = 20,
     threads: int | None = None,
     baseline: str | None = None,
+    samples_out: dict[str, dict[int, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Time the forward pass of several models interleaved in this process.
 
@@ -178,6 +179,8 @@ def measure_latency(
         threads: ``torch.set_num_threads`` during the timing (restored after); None keeps the
             current setting. Recorded as ``eff.threads``.
         baseline: name of the model the ratios are taken against; None gives no ratio columns.
+        samples_out: if given, filled with name -> batch size -> every timed latency (ms, in
+            round order), for callers that keep the raw timings (``compbench.bench``).
 
     Returns:
         name -> ``eff.latency_ms_p50/_p90`` (batch 1), ``eff.latency_ms_p50_b{B}/_p90_b{B}``,
@@ -223,6 +226,8 @@ def measure_latency(
     finally:
         torch.set_num_threads(previous_threads)
 
+    if samples_out is not None:
+        samples_out.update(samples)
     largest = max(batch_sizes)
     results: dict[str, dict[str, float]] = {}
     for name in names:
