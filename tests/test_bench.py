@@ -72,9 +72,9 @@ def test_ratios_are_recomputable_from_the_raw_timings(quick_run):
         r = load(name)
         assert r["ratio"] == pytest.approx(_median_ratio(r["seconds"][num], r["seconds"][den]))
     for shape in load("speedup")["shapes"].values():
-        for rows in shape["settings"].values():
-            base = rows["fp32"]["raw_ms"]
-            for row in rows.values():
+        for group in shape["groups"]:
+            base = group["rows"]["fp32"]["raw_ms"]
+            for row in group["rows"].values():
                 assert row["speedup_b1"] == pytest.approx(
                     statistics.median(base["1"]) / statistics.median(row["raw_ms"]["1"]))
         assert shape["size_ratio_vs_fp32"]["compbench_ptq_half_bf16"] == pytest.approx(2.0, rel=0.02)

@@ -120,6 +120,8 @@ def latency_inputs(model: torch.nn.Module, family: str, seq_len: int):
         g = torch.Generator().manual_seed(batch)
         ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if family != "encoder":  # a scoring forward: no KV cache (it also makes torch.compile recompile per layer)
+            inputs["use_cache"] = False
         if family == "encoder_decoder":
             inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
         return inputs
