@@ -715,22 +715,27 @@ def _peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, int, float]:
 def bench_memory(args) -> dict[str, Any]:
     """Peak resident memory (MB = 10^6 B) of one ``python -m compbench.cli`` child process:
     the default tiny run, and an evaluation-only run (``finetune.enabled=false``, ``method=none``)
-    of a GPT-2-small-shaped model (12 x 768, 12 heads, 1024 positions; vocabulary = the tokenizer
-    trained on the smoke text, so the embedding is smaller than GPT-2's 50257 rows) on the smoke
-    LM task with capped evaluation sets."""
-    runs = {
-        "tiny_default": ["logger=none"],
-        "gpt2_small_shape_eval": ["model=tiny_gpt2", "task=smoke_lm", "finetune.enabled=false", "logger=none",
-                                  "model.tiny.n_layer=12", "model.tiny.n_embd=768", "model.tiny.n_head=12",
-                                  "model.tiny.n_positions=1024", "model.tiny.vocab_size=50257",
-                                  "task.max_length=128", "task.stride=64",
-                                  "task.max_eval_samples=16", "evaluation.robustness.max_examples=16",
-                                  "evaluation.efficiency.repeats=3", "evaluation.efficiency.warmup=1"],
-    }
-    if args.quick:
-        runs = {"tiny_default": ["logger=none", "debug=fast", "evaluation.robustness.enabled=false"]}
-    out: dict[str, Any] = {"description": bench_memory.__doc__, "runs": {}}
+    of a GPT-2-small model (GPT2Config(): 124M parameters, random weights, saved to a local folder
+    with the smoke LM tokenizer and loaded through ``model=gpt2 model.name_or_path=<folder>``) on
+    the smoke LM task with capped evaluation sets. Peak RSS is ``ru_maxrss`` from ``os.wait4``."""
+    from transformers import GPT2LMHeadModel
+
     with tempfile.TemporaryDirectory() as tmp:
+        runs = {"tiny_default": ["logger=none"]}
+        if args.quick:
+            runs = {"tiny_default": ["logger=none", "debug=fast", "evaluation.robustness.enabled=false"]}
+        else:
+            folder = Path(tmp) / "gpt2_small_random"
+            _, tokenizer = _lm_task(128, 8, 8, Path(tmp) / "cache")
+            torch.manual_seed(0)
+            GPT2LMHeadModel(gpt2_config(False)).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            runs["gpt2_small_eval"] = [
+                "model=gpt2", f"model.name_or_path={folder}", "task=smoke_lm", "finetune.enabled=false",
+                "logger=none", "task.max_length=128", "task.stride=64", "task.max_eval_samples=16",
+                "evaluation.robustness.max_examples=16", "evaluation.efficiency.repeats=3",
+                "evaluation.efficiency.warmup=1"]
+        out: dict[str, Any] = {"description": bench_memory.__doc__, "runs": {}}
         for name, overrides in runs.items():
             cmd = [sys.executable, "-m", "compbench.cli", f"paths.output_dir={tmp}/{name}", *overrides]
             mb, code, wall = _peak_rss_mb(cmd, Path.cwd())
