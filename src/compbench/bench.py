@@ -266,9 +266,59 @@ def bench_train_overhead(args) -> dict[str, Any]:
                                                       - statistics.median(times["plain_pytorch"])),
                           **ratio(times, "compbench_lightning", "plain_pytorch")}
     main_shape = "gpt2_small" if "gpt2_small" in results else "small_quick"
+    profile = _profile_lightning_steps(cfg, steps=20 if args.quick else 60)
     return {"description": bench_train_overhead.__doc__, "shapes": results, "rounds": rounds,
+            "profile_tiny_lightning_fit": profile,
             "headline": {"name": f"train step overhead ({main_shape})", "value": results[main_shape]["ratio"],
                          "target": "<= 1.05", "met": results[main_shape]["ratio"] <= 1.05}}
+
+
+def _profile_lightning_steps(cfg, steps: int) -> dict[str, Any]:
+    """cProfile of a Lightning fit of the tiny shape: where the per-step time goes.
+
+    Returns the per-step milliseconds of the top functions by own time (``tottime``) and of a few
+    landmarks by cumulative time (the model forward, backward, optimizer step, ``self.log``), so
+    the fixed overhead per step can be attributed. cProfile inflates Python-heavy code, so these
+    are shares, not timings to compare with the unprofiled ratio.
+    """
+    import cProfile
+    import pstats
+
+    from lightning.pytorch.loggers import CSVLogger
+    from transformers import GPT2LMHeadModel
+
+    from compbench.training.module import CompressionModule
+    from compbench.training.pipeline import make_trainer
+
+    torch.manual_seed(0)
+    config = gpt2_config(False, n_layer=2, n_embd=64, n_head=2, vocab_size=2000)
+    batches = lm_batches(config.vocab_size, 1, 128, n=steps)
+    module = CompressionModule(GPT2LMHeadModel(config), lr=5e-5, max_steps=steps)
+    profiler = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as tmp, threads(1):
+        trainer = make_trainer(cfg, Path(tmp), "profile", steps, 10**9, loggers=[CSVLogger(tmp, name="p")])
+        loader = torch.utils.data.DataLoader(batches, batch_size=None)
+        profiler.enable()
+        trainer.fit(module, train_dataloaders=loader)
+        profiler.disable()
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
+    total = sum(v[2] for v in stats.values())
+
+    def label(key):
+        path, line, name = key
+        return f"{'/'.join(Path(path).parts[-3:])}:{line}({name})"
+
+    top = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:20]
+    landmarks = {"method_training_step": "method_training_step", "backward": "run_backward",
+                 "optimizer.step (incl. closure)": "step", "LightningModule.log": "log",
+                 "clip_gradients": "clip_gradients", "apply_to_collection": "_apply_to_collection_slow"}
+    marks = {}
+    for title, fname in landmarks.items():
+        hits = [v[3] for k, v in stats.items() if k[2] == fname]
+        marks[title] = 1e3 * max(hits, default=0.0) / steps
+    return {"steps": steps, "profiled_ms_per_step": 1e3 * total / steps,
+            "cumulative_ms_per_step": marks,
+            "top_tottime_ms_per_step": {label(k): 1e3 * v[2] / steps for k, v in top}}
 
 
 def compose_config(overrides: list[str]):
