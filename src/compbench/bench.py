@@ -31,7 +31,7 @@ to check the command itself: its figures are not meant to be quoted):
   through ``method_training_step``). Target <= 1.10.
 * ``scaling``: training-step and evaluation-forward time vs sequence length and width, with
   log-log slopes.
-* ``memory``: peak resident memory (``wait4``'s ``ru_maxrss``) of one ``compbench`` run as a
+* ``memory``: peak resident memory (the child's own ``VmHWM``) of one ``compbench`` run as a
   child process: the tiny default and a GPT-2-small-shaped evaluation.
 """
 
@@ -582,9 +582,10 @@ def bench_size(args) -> dict[str, Any]:
     torch.manual_seed(0)
     config = gpt2_config(args.quick)
     fp32 = GPT2LMHeadModel(config).eval()
-    sizes, modes, errors = {}, {}, {}
+    sizes, modes, errors, seconds = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, (name, overrides) in variants.items():
+            start = time.perf_counter()
             cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), overrides)
             method = build_method(cfg)
             try:
@@ -593,11 +594,14 @@ def bench_size(args) -> dict[str, Any]:
                 modes[label] = method.eff_mode
             except Exception as exc:
                 errors[label] = f"{type(exc).__name__}: {exc}"
+            seconds[label] = time.perf_counter() - start
+            print(f"    {label}: {seconds[label]:.0f} s", flush=True)
     ratios = {k: sizes["none"] / v for k, v in sizes.items()}
     key = "qat_2-2-8"
     value = ratios.get(key, float("nan"))
     return {"description": bench_size.__doc__, "config": config.to_diff_dict(), "size_bytes": sizes,
             "compression_ratio_fp32_over_export": ratios, "eff_mode": modes, "errors": errors,
+            "prepare_finalize_export_s": seconds,
             "headline": {"name": "QAT 2-2-8 compression ratio (fp32 bytes / export bytes)", "value": value,
                          "target": "> 14.4", "met": value > 14.4}}
 
@@ -752,14 +756,31 @@ def bench_scaling(args) -> dict[str, Any]:
     return out
 
 
-def _peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, int, float]:
-    """(peak RSS MB of the child, its exit code, wall seconds), via ``os.wait4``'s rusage."""
+_RSS_PROBE = """
+import atexit, runpy, sys
+out = sys.argv[1]
+def _hwm():
+    with open("/proc/self/status") as status, open(out, "w") as handle:
+        handle.write(next(line for line in status if line.startswith("VmHWM")).split()[1])
+atexit.register(_hwm)
+sys.argv = ["compbench", *sys.argv[2:]]
+runpy.run_module("compbench.cli", run_name="__main__")
+"""
+
+
+def _peak_rss_mb(args: list[str], cwd: Path, probe_file: Path) -> tuple[float, int, float]:
+    """(peak RSS MB of a ``compbench`` child, its exit code, wall seconds).
+
+    The child reads its own ``VmHWM`` (the high-water mark of its resident memory) from
+    ``/proc/self/status`` at exit. ``ru_maxrss`` from ``wait4`` would not do: Linux carries it
+    across ``exec`` and the forked child starts as a copy of this (large) process.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss * 1024 / 1e6, proc.returncode, time.perf_counter() - start  # ru_maxrss is KiB on Linux
+    proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(probe_file), *args], cwd=cwd,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    kib = float(probe_file.read_text()) if probe_file.exists() else float("nan")
+    return kib * 1024 / 1e6, proc.returncode, time.perf_counter() - start
 
 
 def bench_memory(args) -> dict[str, Any]:
@@ -767,7 +788,8 @@ def bench_memory(args) -> dict[str, Any]:
     the default tiny run, and an evaluation-only run (``finetune.enabled=false``, ``method=none``)
     of a GPT-2-small model (GPT2Config(): 124M parameters, random weights, saved to a local folder
     with the smoke LM tokenizer and loaded through ``model=gpt2 model.name_or_path=<folder>``) on
-    the smoke LM task with capped evaluation sets. Peak RSS is ``ru_maxrss`` from ``os.wait4``."""
+    the smoke LM task with capped evaluation sets and one perturbation. Peak RSS is the child's
+    own ``VmHWM`` (see ``_peak_rss_mb``)."""
     from transformers import GPT2LMHeadModel
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -783,13 +805,14 @@ def bench_memory(args) -> dict[str, Any]:
             runs["gpt2_small_eval"] = [
                 "model=gpt2", f"model.name_or_path={folder}", "task=smoke_lm", "finetune.enabled=false",
                 "logger=none", "task.max_length=128", "task.stride=64", "task.max_eval_samples=16",
-                "evaluation.robustness.max_examples=16", "evaluation.efficiency.repeats=3",
+                "evaluation.robustness.max_examples=8",
+                "evaluation.robustness.perturbations=[{name: char_swap, rate: 0.05}]", "evaluation.efficiency.repeats=3",
                 "evaluation.efficiency.warmup=1"]
         out: dict[str, Any] = {"description": bench_memory.__doc__, "runs": {}}
         for name, overrides in runs.items():
-            cmd = [sys.executable, "-m", "compbench.cli", f"paths.output_dir={tmp}/{name}", *overrides]
-            mb, code, wall = _peak_rss_mb(cmd, Path.cwd())
-            out["runs"][name] = {"command": " ".join(["python", *cmd[1:]]), "peak_rss_mb": mb,
+            cli_args = [f"paths.output_dir={tmp}/{name}", *overrides]
+            mb, code, wall = _peak_rss_mb(cli_args, Path.cwd(), Path(tmp) / f"{name}.vmhwm")
+            out["runs"][name] = {"command": " ".join(["python -m compbench.cli", *cli_args]), "peak_rss_mb": mb,
                                  "exit_code": code, "wall_s": wall}
     first = next(iter(out["runs"]))
     out["headline"] = {"name": f"peak RSS of one run ({first}), MB", "value": out["runs"][first]["peak_rss_mb"],
