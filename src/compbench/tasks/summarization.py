@@ -8,6 +8,7 @@ Generation settings (beams, maximum new tokens) are task parameters and go into 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,8 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from compbench.tasks import synthetic
 from compbench.tasks.base import LogitsCallback, Task, model_device, to_device
 from compbench.tasks.readers import read_jsonl
+
+log = logging.getLogger(__name__)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -71,6 +74,11 @@ class SummarizationTask(Task):
 
     def encode_split(self, split: str) -> list[dict[str, Any]]:
         pairs = self.splits[split]
+        lengths = self.tokenizer([d for d, _ in pairs], return_length=True)["length"]
+        too_long = sum(n > self.max_length for n in lengths)
+        if too_long:
+            log.warning("%s %s: %d of %d documents longer than max_length=%d tokens were truncated",
+                        self.name, split, too_long, len(pairs), self.max_length)
         enc = self.tokenizer([d for d, _ in pairs], truncation=True, max_length=self.max_length)
         tgt = self.tokenizer(text_target=[s for _, s in pairs], truncation=True, max_length=self.max_target_length)
         return [

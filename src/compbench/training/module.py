@@ -99,6 +99,30 @@ class CompressionModule(L.LightningModule):
         except Exception:  # outside a fit loop (e.g. a manual call): log as usual
             return True
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Exploding gradients: a finite loss can still give inf/NaN gradients; stop before the
+        # optimizer writes them into the weights (the check costs one norm per step). With
+        # gradient clipping on, configure_gradient_clipping checks the norm it computes anyway.
+        if self._trainer is not None and self.trainer.gradient_clip_val:
+            return
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            self._check_grad_norm(torch.nn.utils.get_total_norm(grads))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's norm clipping, with the finiteness check on the norm it computes: one
+        gradient norm per step instead of two (the pipeline clips by default: trainer.gradient_clip_val)."""
+        if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm":
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if params:
+                self._check_grad_norm(torch.nn.utils.clip_grad_norm_(params, gradient_clip_val))
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def _check_grad_norm(self, norm: torch.Tensor) -> None:
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"non-finite gradient norm ({float(norm)}) at step {self.global_step}")
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.method.on_train_step(self.model, self.global_step, self.max_steps)
 
