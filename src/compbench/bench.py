@@ -635,7 +635,7 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
             statuses.append(f"{m}:{row['status']}:{'reused' if row.get('teacher_reused') else 'trained'}")
 
     rounds = args.teacher_rounds
-    with threads(1), _quiet():
+    with threads(1), _quiet(), _fd_silenced():
         times = interleaved({"with_cache": lambda: sweep(True), "without_cache": lambda: sweep(False)},
                             rounds, warmup=0)
     import shutil
@@ -646,6 +646,26 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
             "seconds": times, "median_s": medians(times), **r, "run_statuses": statuses,
             "headline": {"name": "6-method sweep time with / without teacher cache", "value": r["ratio"],
                          "target": "<= 0.3", "met": r["ratio"] <= 0.3}}
+
+
+@contextlib.contextmanager
+def _fd_silenced():
+    """Send file descriptors 1 and 2 to /dev/null (C++ libraries print there past Python's logging)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -947,7 +967,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher_rounds is None:
         # Each round is 12 full runs (~1.5 min here): 3 rounds keep the full run near 20 minutes.
         args.teacher_rounds = 1 if args.quick else 3
-    import lightning  # noqa: F401  (imported first so that the levels below stick)
+    with _fd_silenced(), warnings.catch_warnings():  # import-time notices of torchao/Lightning
+        warnings.simplefilter("ignore")
+        import lightning  # noqa: F401  (imported first so that the levels below stick)
+        import torchao  # noqa: F401
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("torchao", "torch._dynamo", "torch._inductor", "lightning.pytorch", "lightning.fabric",
