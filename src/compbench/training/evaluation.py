@@ -23,7 +23,9 @@ from compbench.metrics.calibration import (
     calibration_metrics,
     temperature_scaled_metrics,
 )
-from compbench.metrics.efficiency import bits_per_param, count_parameters, measure_latency, peak_memory_mb
+from compbench.metrics.efficiency import (
+    bits_per_param, compile_for_timing, count_parameters, measure_latency, peak_memory_mb,
+)
 from compbench.metrics.registry import spec_for
 from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
 from compbench.tasks.base import Task
@@ -125,6 +127,8 @@ def latency_inputs(model: torch.nn.Module, family: str, seq_len: int):
         g = torch.Generator().manual_seed(batch)
         ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if family != "encoder":  # a scoring forward: no KV cache (it also makes torch.compile recompile per layer)
+            inputs["use_cache"] = False
         if family == "encoder_decoder":
             inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
         return inputs
@@ -143,12 +147,18 @@ def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, s
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     seq_len = min(int(eff.seq_len), int(limit) - 2 if limit else int(eff.seq_len))
     make_inputs = latency_inputs(model, family, seq_len)
+    batch_sizes = (1, int(eff.batch_size))
+    timed = {"baseline": baseline, "compressed": model}
+    compiled = bool(cfg.get("compile", False))
+    if compiled:  # both compiled, so the ratio compares compiled with compiled; compile time kept apart
+        timed, compile_s = compile_for_timing(timed, make_inputs, batch_sizes, threads=eff.threads)
+        row["eff.compile_time_s"] = compile_s["compressed"]
     timings = measure_latency(
-        {"baseline": baseline, "compressed": model}, make_inputs,
-        batch_sizes=(1, int(eff.batch_size)), warmup=int(eff.warmup), repeats=int(eff.repeats),
+        timed, make_inputs, batch_sizes=batch_sizes, warmup=int(eff.warmup), repeats=int(eff.repeats),
         threads=eff.threads, baseline="baseline",
     )
     row.update(timings["compressed"])
+    row["eff.compiled"] = compiled
     row.update(peak_memory_mb(model, make_inputs(1)))
     row["eff.seq_len"] = seq_len
     return row
