@@ -19,14 +19,7 @@ import sys
 from pathlib import Path
 
 from compbench.records.store import DEFAULT_DB, ResultsStore
-from compbench.reporting.tables import (
-    FORMATS,
-    ReportError,
-    build_table,
-    clause_column,
-    render,
-    render_run,
-)
+from compbench.reporting.tables import FORMATS, ReportError, build_report, render_report, render_run
 
 PROG = "compbench-report"
 
@@ -49,13 +42,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    frame = _store(args.db).frame()
-    where = list(args.where)
-    # Failed runs have no metrics and would count in n; keep them out unless asked for.
-    if not args.all and "status" not in {clause_column(w) for w in where}:
-        where.insert(0, "status=ok")
-    table = build_table(frame, where=where, columns=_split(args.columns), group_by=_split(args.group_by))
-    print(render(table, args.format))
+    report = build_report(
+        _store(args.db).frame(), where=args.where, columns=_split(args.columns), group_by=_split(args.group_by),
+        per_run=args.runs, delta=args.delta, include_failed=args.all, include_debug=args.include_debug,
+    )
+    print(render_report(report, args.format))
+    if args.format == "csv":  # the CSV stays machine-readable; what it leaves out is said on stderr
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -67,7 +61,7 @@ def _show(args: argparse.Namespace) -> int:
         raise ReportError(f"no run with run_id {args.run_id!r} in {args.db}.")
     if len(matches) > 1:
         raise ReportError(f"run_id prefix {args.run_id!r} matches {len(matches)} runs; give more characters.")
-    print(render_run(matches[0]))
+    print(render_run(matches[0], exact=args.exact))
     return 0
 
 
@@ -85,18 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out-dir", type=Path, default=Path("results"), help="output folder (default results)")
     export.set_defaults(handler=_export)
 
-    table = add("table", "print a table of runs, optionally averaged over seeds")
+    table = add("table", "print a table of runs: per task, seeds averaged (mean ± std, n), best in bold")
     table.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                        help="filter (repeatable): col=v, col=v1,v2, col!=v, col>=x, col<x")
-    table.add_argument("--columns", help="comma-separated columns or patterns, e.g. quality.f1,eff.*")
-    table.add_argument("--group-by", help="comma-separated columns; other numeric columns become mean ± std")
+    table.add_argument("--columns", help="comma-separated columns or patterns, e.g. quality.f1,eff.* "
+                       "(default per task: main quality metric, calib.ece, robust.mean_drop, eff.size_mb, eff.speedup)")
+    table.add_argument("--group-by", help="comma-separated columns; other numeric columns become mean ± std "
+                       "(default: model, task, lang, method and swept method parameters)")
+    table.add_argument("--runs", action="store_true", help="one line per run instead of averaging seeds")
+    table.add_argument("--delta", action="store_true",
+                       help="add each metric's difference from the method=none run of the same teacher (Δ, Δ%%)")
     table.add_argument("--format", choices=FORMATS, default="markdown")
     table.add_argument("--all", action="store_true",
-                       help="include failed runs (default: only status=ok unless --where names status)")
+                       help="count failed runs in the table (they are always listed under it)")
+    table.add_argument("--include-debug", action="store_true",
+                       help="include runs made with a debug config (debug=fast), left out by default")
     table.set_defaults(handler=_table)
 
     show = add("show", "print one run vertically")
     show.add_argument("run_id", help="run_id or a unique prefix of it")
+    show.add_argument("--exact", action="store_true", help="floats at full precision (default: 4 significant digits)")
     show.set_defaults(handler=_show)
     return parser
 
