@@ -229,7 +229,7 @@ def _reliability(plt, runs: pd.DataFrame, colors):
     ax.set_ylim(0, 1)
     ax.set_xlabel("mean confidence in bin (top-1 probability)")
     ax.set_ylabel("accuracy in bin")
-    ax.set_title("reliability diagram (15 equal-width bins)", fontsize=9)
+    ax.set_title(f"{runs['task'].iloc[0]}: reliability diagram (15 equal-width bins)", fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     return fig
 
