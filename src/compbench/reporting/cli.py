@@ -149,6 +149,11 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _wandb(args: argparse.Namespace) -> int:
     from compbench.reporting.wandb_tables import log_sweep
 
+    frame = _store(args.db).frame()
+    known = sorted({str(s) for s in frame.get("sweep_id", []) if isinstance(s, str) and s})
+    if args.sweep_id not in known:
+        raise ReportError(f"no runs with sweep_id {args.sweep_id!r} in {args.db}; "
+                          f"sweep ids there: {', '.join(known) or 'none'}.")
     args.where = [*args.where, f"sweep_id={args.sweep_id}"]
     runs, frame = _selected_runs(args)
     run_dir = log_sweep(runs, sweep_id=args.sweep_id, project=args.project, entity=args.entity, mode=args.mode,
