@@ -110,6 +110,10 @@ def test_bad_input_exits_2_with_one_sentence(store, tmp_path, capsys):
         (("table", "--db", str(store.path), "--where", "model>1"), "not numeric"),
         (("table", "--db", str(store.path), "--where", "justtext"), "cannot read the filter"),
         (("table", "--db", str(store.path), "--where", "seed=2"), "all 1 matching runs failed"),
+        (("plot", "size", "--db", str(empty.path), "--out", str(tmp_path)), "holds no runs yet"),
+        (("dashboard", "--db", str(empty.path), "--out", str(tmp_path / "d.html")), "holds no runs yet"),
+        (("dashboard", "--db", str(store.path), "--where", "method=nothing"), "no runs match method=nothing"),
+        (("paper", "--db", str(store.path)), "name a paper table"),
     ]
     for args, message in cases:
         code, out, err = run_main(capsys, *args)
