@@ -15,6 +15,7 @@ hits both alike. Typical pipeline use::
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from torch.nn.utils import prune
 from compbench.errors import ConfigError
 from compbench.records.schema import cpu_model
 
+log = logging.getLogger(__name__)
 
 
 _MB = 1e6
@@ -285,7 +287,10 @@ def _cpu_forward_peak_bytes(model: nn.Module, inputs: Mapping[str, Any]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from compbench.console import native_stderr_to_log
+
+    # Kineto announces every profiling session on fd 2 ("USDT: ... profiler_start"): to run.log.
+    with native_stderr_to_log(log), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         output = model(**inputs)
         del output
     events = [

@@ -105,7 +105,7 @@ class Task(ABC):
         self.check_data()
         if self.source == "synthetic":
             splits = {s: self.read_synthetic(s, self.synthetic_sizes[s]) for s in SPLITS}
-            self.provenance = {s: f"synthetic smoke data, {len(v)} examples" for s, v in splits.items()}
+            self.provenance = {s: "synthetic smoke data" for s in splits}
         elif self.source == "local":
             splits = {}
             for split in SPLITS:
@@ -190,13 +190,20 @@ class Task(ABC):
         """The example with its *inputs* perturbed (labels kept aligned; references untouched)."""
         ...
 
-    def with_test_examples(self, examples: list[Any]) -> "Task":
-        """A copy of this (set-up) task whose test split is ``examples``, tokenized."""
+    def with_test_examples(self, examples: list[Any], label: str = "") -> "Task":
+        """A copy of this (set-up) task whose test split is ``examples``, tokenized; ``label``
+        names them in log messages (``perturbation char_swap``, ``OOD yor``)."""
         clone = copy.copy(self)
+        clone.test_label = label
         clone.splits = {**self.splits, "test": list(examples)}
         clone.features = dict(self.features)
         clone.features["test"] = clone.encode_split("test")
         return clone
+
+    def split_label(self, split: str) -> str:
+        """``split`` as log messages name it: ``test``, ``test (perturbation char_swap)``."""
+        label = getattr(self, "test_label", "") if split == "test" else ""
+        return f"{split} ({label})" if label else split
 
     def dev_logits(self, model: torch.nn.Module, on_logits: LogitsCallback) -> None:
         """Feed (logits, labels) of the validation split to ``on_logits`` (temperature fitting)."""

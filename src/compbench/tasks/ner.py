@@ -196,7 +196,8 @@ class TokenClassificationTask(Task):
             len({w for w in f["word_ids"] if w >= 0}) for f in self.features[split]
         )
         if truncated:
-            log.warning("%d words beyond max_length=%d were predicted 'O'", truncated, self.max_length)
+            log.warning("%s split: %d words beyond max_length=%d were predicted 'O'",
+                        self.split_label(split), truncated, self.max_length)
         if out_dir is not None:
             write_conll_predictions(
                 Path(out_dir) / f"predictions_{split}.conll",

@@ -66,16 +66,19 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
     examples = task.splits["test"]
     if rob.max_examples is not None:
         examples = examples[: int(rob.max_examples)]
-    baseline = task.with_test_examples(examples) if len(examples) < len(task.splits["test"]) else task
+    capped = len(examples) < len(task.splits["test"])
+    baseline = task.with_test_examples(examples, "clean, capped") if capped else task
     clean_scores = baseline.evaluate(model, None, "test") if baseline is not task else clean
     scores = {}
     for p in perturbations:
         perturbed = [task.perturb_example(ex, p, example_rng(int(rob.seed), p.id, i)) for i, ex in enumerate(examples)]
-        result = task.with_test_examples(perturbed).evaluate(model, None, "test")
+        result = task.with_test_examples(perturbed, f"perturbation {p.id}").evaluate(model, None, "test")
         scores[p.id] = {task.main_metric: result[task.main_metric]}
-        log.info("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
+        log.debug("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
     spec = spec_for(task.main_metric)
     row = robustness_summary(clean_scores, scores, task.main_metric, bool(spec.higher_is_better))
+    log.info("Robustness: %d perturbations of %d test examples, mean drop of %s %.3f",
+             len(perturbations), len(examples), task.main_metric, row.get("robust.mean_drop", float("nan")))
     # The clean score the drops are relative to: on the same (possibly capped) test examples.
     row[f"robust.clean.{task.main_metric.split('.', 1)[1]}"] = clean_scores[task.main_metric]
     return row
@@ -101,7 +104,7 @@ def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, tas
         test = other.splits["test"]
         if cfg.robustness.max_examples is not None:
             test = test[: int(cfg.robustness.max_examples)]
-        score = task.with_test_examples(test).evaluate(model, None, "test")[task.main_metric]
+        score = task.with_test_examples(test, f"OOD {name}").evaluate(model, None, "test")[task.main_metric]
         row[f"robust.ood.{name}.{main}"] = score
         scores.append(score)
         log.info("OOD %s: %s=%.4f", name, task.main_metric, score)

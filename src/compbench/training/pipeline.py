@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import time
 import traceback
 import uuid
@@ -33,6 +34,7 @@ from compbench.tasks.base import Task
 from compbench.tracking import Tracker
 from compbench.training.evaluation import evaluate_all
 from compbench.training.module import CompressionModule
+from compbench.training.progress import StepProgressBar
 from compbench.training.resume import checkpoint_callback, clear_checkpoints, resumable_checkpoint
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
@@ -109,6 +111,11 @@ def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val
     is set, a rolling checkpoint there every ``resume.every_n_steps``."""
     trainer_kwargs = to_dict(cfg.trainer)
     callbacks = []
+    # A step-counted bar on a terminal; none in logs and pipes (run.log records the phase).
+    if trainer_kwargs.get("enable_progress_bar", True) and sys.stderr.isatty():
+        callbacks.append(StepProgressBar(phase))
+    else:
+        trainer_kwargs["enable_progress_bar"] = False
     if ckpt_dir is not None:
         callbacks.append(checkpoint_callback(ckpt_dir, int(cfg.resume.every_n_steps)))
         trainer_kwargs["enable_checkpointing"] = True
@@ -281,9 +288,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
         row.update(flatten_method_params(stages))
-        ctx.task.load()
-        for split, source in ctx.task.provenance.items():
-            log.info("Data %s: %s", split, source)
+        ctx.task.load()  # logs each split's size and source once
         ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, Path(cfg.paths.cache_dir))
         ctx.task.setup(ctx.tokenizer)
         prepare_teacher(ctx, row)
