@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from compbench.records.store import ResultsStore
 
@@ -88,6 +89,18 @@ def make_study_store(path: Path, root: Path) -> ResultsStore:
                                       "method.quantizer": "lsq", "quality.ppl": 20.0 + 16 / bits + seed,
                                       "eff.size_mb": 4.0 * bits / 32, "eff.latency_ms_p50": 3.0})
     return store
+
+
+# Fixtures, imported by the test modules (no conftest.py here: tests/ modules import the top-level
+# conftest by name, and a second conftest module would shadow it).
+@pytest.fixture
+def store(tmp_path) -> ResultsStore:
+    return make_store(tmp_path / "results" / "compbench.db")
+
+
+@pytest.fixture
+def study_store(tmp_path) -> ResultsStore:
+    return make_study_store(tmp_path / "study" / "compbench.db", tmp_path / "study")
 
 
 def report(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_stores import report
+from report_stores import report, study_store  # noqa: F401 (fixtures)
 
 from compbench.reporting.dashboard import dashboard_data, render_dashboard
 from compbench.reporting.runs import load_runs

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from report_stores import report
+from report_stores import report, store  # noqa: F401 (fixtures)
 
 from compbench.reporting import papers
 from compbench.reporting.tables import ReportError

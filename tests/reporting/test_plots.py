@@ -3,7 +3,7 @@ method; the Pareto front is the set of non-dominated points; bad requests are on
 
 import numpy as np
 import pytest
-from report_stores import report
+from report_stores import report, study_store  # noqa: F401 (fixtures)
 
 from compbench.reporting.plots import KINDS, method_colors, pareto_front, plot
 from compbench.reporting.runs import load_runs

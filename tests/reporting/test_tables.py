@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_stores import add_debug_column, cells, report
+from report_stores import add_debug_column, cells, report, store, study_store  # noqa: F401 (fixtures)
 
 from compbench.records.store import ResultsStore
 from compbench.reporting import cli

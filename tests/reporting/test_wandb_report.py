@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from report_stores import report
+from report_stores import report, study_store  # noqa: F401 (fixtures)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracking"))
 from wandb_reader import records  # noqa: E402

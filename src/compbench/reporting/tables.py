@@ -22,15 +22,15 @@ import pandas as pd
 
 from compbench.metrics import registry
 from compbench.records.schema import CONFIG_COLUMNS, METHOD_PREFIX, METRIC_PREFIXES, order_columns
+# The main quality metric of each task kind (``Task.main_metric``; a test keeps them equal); a
+# task's rows hold exactly one of them. One home: the run summary uses the same tuple.
+from compbench.reporting.summary import MAIN_METRICS
 
 FORMATS = ("markdown", "latex", "html", "csv")
 #: Columns shown before the metrics in a one-line-per-run table (``--runs``).
 DEFAULT_ROW_COLUMNS = ("run_id", *CONFIG_COLUMNS)
 #: Significant digits of displayed numbers (enough to tell F1 0.8123 from 0.8127).
 DIGITS = 4
-#: The main quality metric of each task kind, in the order tried: a task's rows hold exactly one
-#: of them (``Task.main_metric`` of the NER, summarization and LM tasks; a test keeps them equal).
-MAIN_METRICS = ("quality.f1", "quality.rougeL", "quality.ppl")
 #: The default columns after the main quality metric (issue 8: one headline per metric group).
 HEADLINE_METRICS = ("calib.ece", "robust.mean_drop", "eff.size_mb", "eff.speedup")
 #: The config columns a default table groups by (seeds are averaged).
