@@ -525,9 +525,10 @@ def build_report(
         if dropped:
             notes.append(f"{dropped} debug run(s) left out (--include-debug shows them).")
         selected = kept
+    has_status = "status" in selected.columns
     status_filtered = "status" in {clause_column(w) for w in where}
-    failed = selected[selected["status"] == "failed"] if "status" in selected.columns else selected.iloc[:0]
-    shown = selected if include_failed or status_filtered else selected[selected["status"] == "ok"]
+    failed = selected[selected["status"] == "failed"] if has_status else selected.iloc[:0]
+    shown = selected if include_failed or status_filtered or not has_status else selected[selected["status"] == "ok"]
     if shown.empty:
         raise ReportError(f"all {len(selected)} matching runs failed; `compbench-report table --all` lists them with their errors.")
 
