@@ -59,6 +59,10 @@ def test_cells_aggregate_differ_and_name_the_missing_command(store):
     assert frame.loc["laq", ("F1", "ours")] == "not runnable"
     assert "[1] `compbench -m experiment=tiny_masakhaner model=xlmr task=ner method=kd method.alpha=0.9 seed=0,1`" in notes
     assert any(n.startswith("source: Someone 2024; table: Table 1; numbers read from a secondary source") for n in notes)
+    compact = papers.render_paper(table, "markdown")  # the published shape: one cell per (row, column)
+    assert "F1 (published · ours · Δ)" in compact
+    assert "81.50 · 81.00 ± 1.41 (n=2) · -0.50" in compact and "n/a · missing [1] · —" in compact
+    assert "F1 published" in papers.render_paper(table, "markdown", wide=True)
 
 
 def test_one_run_has_no_std_and_failed_or_debug_runs_never_match(store, tmp_path):
@@ -122,11 +126,16 @@ def test_reference_table_reads_the_shared_file(shared_data, store):
     assert {lang: line[0].published for lang, line in rows.items()} == pytest.approx(expected)
 
 
-def test_bad_table_files_are_refused(tmp_path):
-    broken = {**SPEC, "rows": [{"label": "x", "published": {"nope": 1.0}}]}
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"label": "x", "published": {"nope": 1.0}}], "publishes unknown column"),
+    ([{"label": "x"}, {"label": "x"}], "unique label"),
+    ([{"label": "KD", "6-layer student": None}], "unknown key"),  # an unquoted comma in a YAML flow mapping
+    ([{"label": "x", "runnable": False}], "gives no reason"),
+])
+def test_bad_table_files_are_refused(tmp_path, rows, message):
     path = tmp_path / "broken.yaml"
-    path.write_text(yaml.safe_dump(broken))
-    with pytest.raises(ReportError, match="publishes unknown column"):
+    path.write_text(yaml.safe_dump({**SPEC, "rows": rows}))
+    with pytest.raises(ReportError, match=message):
         papers.load_spec(str(path))
 
 

@@ -97,7 +97,7 @@ def _paper(args: argparse.Namespace) -> int:
 
         frame = pd.DataFrame(columns=["run_id", "status"])
     table = papers.fill(spec, frame, _data_root(args.data_root))
-    print(papers.render_paper(table, args.format))
+    print(papers.render_paper(table, args.format, wide=args.wide))
     return 0
 
 
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("name", nargs="?", help="a table name (see --list) or a path to a table YAML file")
     paper.add_argument("--list", action="store_true", help="list the paper tables")
     paper.add_argument("--format", choices=("markdown", "latex", "html"), default="markdown")
+    paper.add_argument("--wide", action="store_true",
+                       help="markdown: published, ours and Δ in separate columns (default: one cell each)")
     paper.add_argument("--data-root", type=Path, default=None,
                        help="folder of reference files some tables read (default ../shared/data)")
     paper.set_defaults(handler=_paper)

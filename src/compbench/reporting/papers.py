@@ -103,9 +103,12 @@ def check_spec(spec: dict[str, Any], name: str) -> None:
             fail(f"column {column['key']!r} has no metric")
         if column.get("value", "metric") not in _VALUE_KINDS:
             fail(f"column {column['key']!r}: value must be one of {', '.join(_VALUE_KINDS)}")
+    labels = [row.get("label") for row in spec["rows"]]
+    if None in labels or len(set(labels)) != len(labels):
+        fail("every row needs a unique label")
     for row in spec["rows"]:
-        if "label" not in row:
-            fail("every row needs a label")
+        if set(row) - {"label", "key", "select", "overrides", "published", "runnable", "reason"}:
+            fail(f"row {row['label']!r} has unknown key(s) {', '.join(sorted(map(str, set(row) - {'label', 'key', 'select', 'overrides', 'published', 'runnable', 'reason'})))}")
         unknown = set(row.get("published") or {}) - set(keys)
         if unknown:
             fail(f"row {row['label']!r} publishes unknown column(s) {', '.join(sorted(unknown))}")
@@ -316,15 +319,26 @@ def display_frame(table: PaperTable) -> tuple[pd.DataFrame, list[str]]:
     return frame, footnotes
 
 
-def render_paper(table: PaperTable, fmt: str = "markdown") -> str:
-    """Render in markdown (``tabulate``), latex or html (pandas ``Styler``), with footnotes."""
+def render_paper(table: PaperTable, fmt: str = "markdown", wide: bool = False) -> str:
+    """Render in markdown (``tabulate``), latex or html (pandas ``Styler``), with footnotes.
+
+    LaTeX and HTML give each published column three sub-columns (published, ours, Δ) under one
+    header; Markdown has no column spans, so by default it writes the three in one cell
+    (``published · ours · Δ``), keeping the published table's shape; ``wide`` splits them.
+    """
     frame, footnotes = display_frame(table)
     title = f"{table.spec['title']} ({table.spec['name']})"
     if fmt == "markdown":
         from tabulate import tabulate
 
-        headers = [""] + [f"{label} {part}" for label, part in frame.columns]
-        rows = [[label, *values] for label, values in zip(frame.index, frame.values.tolist())]
+        if wide:
+            headers = [""] + [f"{label} {part}" for label, part in frame.columns]
+            rows = [[label, *values] for label, values in zip(frame.index, frame.values.tolist())]
+        else:
+            labels = list(dict.fromkeys(label for label, _ in frame.columns))
+            headers = [""] + [f"{label} (published · ours · Δ)" for label in labels]
+            rows = [[index, *(" · ".join(part or "—" for part in frame.loc[index, label].tolist())
+                              for label in labels)] for index in frame.index]
         body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
                         colalign=["left"] + ["right"] * (len(headers) - 1))
         return f"**{title}**\n\n{body}\n\n" + "\n".join(f"- {n}" for n in footnotes)
