@@ -3,7 +3,6 @@ cells are filled from synthetic stores of known rows (aggregation, n=1, missing 
 command, differences, values relative to the baseline, numbers read from a reference file)."""
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
