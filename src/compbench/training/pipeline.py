@@ -372,7 +372,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
     started = time.time()
     if isinstance(cfg.get("threads"), int) and cfg.threads > 0:
         torch.set_num_threads(int(cfg.threads))
-    run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}"
+    # Absolute, so that the stored run_dir is found from any working directory (reports, notebooks).
+    run_dir = (Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}").resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
