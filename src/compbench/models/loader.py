@@ -81,7 +81,7 @@ class ModelSpec:
         if self.pretrain is not None and (self.tiny is None or self.name_or_path is not None):
             raise ConfigError(f"model '{self.name}': model.pretrain needs a tiny: block (the architecture to "
                               "pretrain) and no model.name_or_path.")
-        if self.name_or_path is None and self.tiny is None:
+        if self.name_or_path is None and self.tiny is None and self.package is None:
             raise ConfigError(f"model '{self.name}' needs model.name_or_path=<hub id or folder> (or a tiny: block).")
         if self.name_or_path is None and self.family is None:
             raise ConfigError(f"tiny model '{self.name}' needs model.family.")
