@@ -272,6 +272,11 @@ def _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, obj
                                         model_max_length=spec.max_length)
         L.seed_everything(spec.seed, workers=True, verbose=False)
         model = build_pretraining_model(family, arch, tokenizer, spec.seed)
+        # The saved tokenizer admits what the model's positions do (not just the pretraining blocks),
+        # so fine-tuning tasks may use longer inputs; XLM-R-class models reserve pad + 1 positions.
+        positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings - (
+            model.config.pad_token_id + 1 if model.config.model_type in ("roberta", "xlm-roberta") else 0)
+        tokenizer.model_max_length = int(positions)
         collate = collator(tokenizer, objective, spec.mlm_probability)
         train_blocks = make_blocks(tokenizer, train_lines, spec.max_length, objective)
         held_blocks = make_blocks(tokenizer, held_lines, spec.max_length, objective)
