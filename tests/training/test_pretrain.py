@@ -153,6 +153,41 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint(tmp_path, caplog):
     assert not ckpts[0].parent.exists()  # cleared once the checkpoint is cached
 
 
+TINY_OVERRIDES = ["model.pretrain.max_steps=4", "model.pretrain.vocab_size=300", "model.pretrain.max_length=32",
+                  "model.pretrain.batch_size=8", "model.tiny.hidden_size=32", "model.tiny.num_hidden_layers=1",
+                  "model.tiny.intermediate_size=64", "model.tiny.num_attention_heads=2"]
+FAST = ["task=smoke", "debug=fast", "logger=none", "evaluation.robustness.enabled=false",
+        "evaluation.efficiency.repeats=2", "evaluation.efficiency.warmup=1", "evaluation.calibration.max_dev_tokens=256"]
+
+
+def test_a_run_pretrains_then_finetunes_and_its_checkpoint_serves_model_hub(tmp_path):
+    from compbench.training.pipeline import run
+
+    path = corpus(tmp_path)
+    cfg = run_cfg(tmp_path, "model=small_encoder_hau", f"model.pretrain.corpus={path}", *TINY_OVERRIDES, *FAST)
+    row, error = run(cfg, CONF_DIR)
+    assert error is None and row["status"] == "ok", row["error"]
+    folder = next((tmp_path / "results" / "cache" / "pretrained").glob("*/pretrain.json")).parent
+    row2, error = run(run_cfg(tmp_path, "model=hub", f"model.name_or_path={folder}", "model.name=pretrained", *FAST),
+                      CONF_DIR)
+    assert error is None and row2["status"] == "ok", row2["error"]
+    rows = ResultsStore(Path(cfg.paths.db)).rows()
+    assert sorted((r["task"], r["model"]) for r in rows) == [
+        ("pretrain", "small_encoder_hau"), ("smoke", "pretrained"), ("smoke", "small_encoder_hau")]
+    # Same weights at the start of fine-tuning, same task settings: the two runs' teachers differ
+    # only by their model config, so they are cached separately (keys differ).
+    assert row["teacher_hash"] != row2["teacher_hash"]
+
+
+def test_a_missing_corpus_fails_before_any_training(tmp_path):
+    from compbench.training.pipeline import run
+
+    cfg = run_cfg(tmp_path, "model=small_encoder_hau", f"model.pretrain.corpus={tmp_path / 'nope.txt'}", *FAST)
+    row, error = run(cfg, CONF_DIR)
+    assert row["status"] == "failed" and "is not a file" in row["error"] and "\n" not in row["error"]
+    assert not (tmp_path / "results" / "cache" / "pretrained").exists()
+
+
 def _cli(module: str, output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", module, f"paths.output_dir={output_dir}", "logger=none", *overrides]
@@ -161,18 +196,19 @@ def _cli(module: str, output_dir: Path, *overrides: str) -> subprocess.Completed
     return proc
 
 
+@pytest.mark.slow
 def test_pretrain_cli_then_hub_finetune_and_the_one_command_path(tmp_path):
     path = corpus(tmp_path)
     out = tmp_path / "results"
-    tiny = [f"model.pretrain.corpus={path}", "model.pretrain.max_steps=4", "model.pretrain.vocab_size=300",
-            "model.pretrain.max_length=32", "model.pretrain.batch_size=8", "model.tiny.hidden_size=32",
-            "model.tiny.num_hidden_layers=1", "model.tiny.intermediate_size=64", "model.tiny.num_attention_heads=2"]
+    tiny = [f"model.pretrain.corpus={path}", *TINY_OVERRIDES]
     proc = _cli("compbench.pretrain_cli", out, "model=small_encoder_hau", *tiny)
     folder = next(line.split("checkpoint: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("checkpoint: "))
-    fast = ["task=smoke", "debug=fast", "evaluation.robustness.enabled=false", "evaluation.efficiency.repeats=2"]
-    _cli("compbench.cli", out, "model=hub", f"model.name_or_path={folder}", "model.name=pretrained", *fast)
+    _cli("compbench.cli", out, "model=hub", f"model.name_or_path={folder}", "model.name=pretrained", *FAST)
     # One command: the same model config pretrains (here: reuses the cache) and fine-tunes.
-    proc = _cli("compbench.cli", out, "model=small_encoder_hau", *tiny, *fast)
+    proc = _cli("compbench.cli", out, "model=small_encoder_hau", *tiny, *FAST)
     assert "Pretrained model reused from cache" in proc.stdout + proc.stderr
     rows = ResultsStore(out / "compbench.db").rows()
     assert sorted((r["task"], r["status"]) for r in rows) == [("pretrain", "ok"), ("smoke", "ok"), ("smoke", "ok")]
+    proc = subprocess.run([sys.executable, "-m", "compbench.pretrain_cli", f"paths.output_dir={out}", "model=tiny_afriberta"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "has no pretrain: block" in proc.stderr
