@@ -119,7 +119,6 @@ class SummarizationTask(Task):
         size = self.batch_size if split == "train" else self.eval_batch_size
         return DataLoader(self.features[split], batch_size=size, shuffle=shuffle, collate_fn=collator)
 
-    @torch.no_grad()
     has_saved_predictions: ClassVar[bool] = True
 
     def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[str], list[str]]:
@@ -127,6 +126,7 @@ class SummarizationTask(Task):
         rows = [json.loads(line) for line in (Path(run_dir) / f"predictions_{split}.jsonl").read_text().splitlines()]
         return [r["prediction"] for r in rows], [r["reference"] for r in rows]
 
+    @torch.no_grad()
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
         device = model_device(model)
         model.eval()
