@@ -65,14 +65,16 @@ def sweep_label(cfg: DictConfig) -> str:
 def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
     """In a multirun, the stored ok row of this config when the job can be skipped (resuming the
     sweep), else None. A single run always computes: running one config is an explicit request."""
-    from omegaconf import OmegaConf
-
-    from compbench.records.schema import config_hash
+    from compbench.training.pipeline import run_fingerprint
     from compbench.training.resume import done_row
 
     if cfg.get("force") or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return done_row(Path(cfg.paths.db), config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    try:  # keyed by config and data: a done config whose files were edited runs again
+        hash_, _ = run_fingerprint(cfg)
+    except Exception:  # noqa: BLE001 - a broken config or data is reported by the run itself
+        return None
+    return done_row(Path(cfg.paths.db), hash_)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -81,11 +83,11 @@ def app(cfg: DictConfig) -> float | None:
     every exception is caught here, so Hydra's launchers go on with the next job."""
     from omegaconf import open_dict
 
+    from compbench.console import setup_console
+    from compbench.errors import show_traceback, user_sentence
+    from compbench.reporting.summary import run_summary
     from compbench.sweeps import write_outcome
     from compbench.training.pipeline import run
-
-    from compbench.console import setup_console
-    from compbench.reporting.summary import run_summary
 
     global _exit_code
     setup_console(verbose=bool(cfg.get("verbose", False)))
@@ -102,14 +104,15 @@ def app(cfg: DictConfig) -> float | None:
             cfg.sweep_id = sweep_label(cfg)
         row, error = run(cfg, CONF_DIR)
         run_id = str(row.get("run_id", ""))
-        if HydraConfig.get().mode == RunMode.RUN:  # a sweep prints one table at its end instead
+        # A failed run says why in one sentence below; a sweep prints one table at its end.
+        if error is None and HydraConfig.get().mode == RunMode.RUN:
             print(run_summary(row, teacher_baseline_row(Path(cfg.paths.db), row), Path(cfg.paths.db)), flush=True)
     except Exception as exc:  # noqa: BLE001 - the last guard of a sweep job (e.g. the store is unreachable)
         row, error = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, exc
-        log.exception("compbench job failed outside the run")
+        log.error("compbench job failed outside the run: %s", row["error"], exc_info=show_traceback())
     write_outcome(job_dir, "failed" if error is not None else "ok", run_id)
     if error is not None:
-        print(f"compbench: run failed: {row['error']}", file=sys.stderr, flush=True)
+        print(f"compbench: run failed: {user_sentence(error)}", file=sys.stderr, flush=True)
         if HydraConfig.get().mode == RunMode.RUN:
             _exit_code = 1
         return None
@@ -125,7 +128,13 @@ def main_metric_value(row: dict[str, Any]) -> float | None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. A mistake on the command line (a misspelled group option or
+    key, a missing mandatory value) is refused in one sentence before Hydra starts."""
+    from compbench.preflight import check_command_line
+
+    problem = check_command_line(sys.argv[1:], CONF_DIR)
+    if problem:
+        sys.exit(f"compbench: {problem}")
     app()
     sys.exit(_exit_code)
 

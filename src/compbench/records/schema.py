@@ -45,6 +45,10 @@ IDENTITY_COLUMNS: tuple[str, ...] = (
     "run_dir",
     "teacher_hash",
     "teacher_reused",
+    # sha-derived identity of the data the run read (compbench.tasks.fingerprint); part of config_hash
+    "data_fingerprint",
+    # the debug config the run was made with (e.g. "fast"), empty for a real run; reports skip such rows
+    "debug",
 )
 
 #: Config columns, in display order. ``lang`` is empty where the task has no language.
@@ -231,12 +235,15 @@ def _json_default(value: Any) -> Any:
     )
 
 
-def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNORE) -> str:
+def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNORE,
+                data_fingerprint: str | None = None) -> str:
     """Hash of the resolved config: sha256 of its canonical JSON, first 16 hex digits.
 
     Args:
         cfg: the resolved config as nested dicts (an OmegaConf ``DictConfig`` is resolved here).
         ignore: dotted key paths left out because they do not change results.
+        data_fingerprint: the fingerprint of the data the run reads (``Task.fingerprint``); with
+            it, the same config on edited data is a different config.
 
     Returns:
         16 lowercase hex digits; equal configs (up to key order and ignored keys) hash equal.
@@ -253,6 +260,8 @@ def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNO
     pruned = copy.deepcopy(dict(cfg))
     for dotted in ignore:
         _drop_path(pruned, dotted)
+    if data_fingerprint:
+        pruned["__data_fingerprint__"] = data_fingerprint
     canonical = json.dumps(
         pruned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
     )
