@@ -40,6 +40,7 @@ from compbench.training.evaluation import evaluate_all
 from compbench.training.module import CompressionModule
 from compbench.training.preemption import PreemptionCheckpoint, PreemptionGuard
 from compbench.training.progress import StepProgressBar
+from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 from compbench.training.resume import checkpoint_callback, clear_checkpoints, resumable_checkpoint
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
@@ -69,6 +70,8 @@ class RunContext:
     teacher_time_s: float | None = None
     #: Durations of the compression-training steps, s (for the eff.train_* columns).
     step_times_s: list[float] = field(default_factory=list)
+    pretrain: PretrainSpec | None = None
+    pretrain_key: str = ""
 
 
 def new_run_id() -> str:
@@ -129,6 +132,11 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     ctx.methods = build_methods(cfg.method, conf_dir / "method" if conf_dir else None)
     ctx.family = ctx.spec.resolve_family()
     check_compatible(ctx.spec, ctx.family, ctx.task, conf_dir)
+    if ctx.spec.pretrain is not None:
+        ctx.pretrain = build_dataclass({"_target_": f"{PretrainSpec.__module__}.PretrainSpec", **ctx.spec.pretrain},
+                                       "model.pretrain")
+        ctx.pretrain.check_corpus()
+        objective_of(ctx.family)
     ctx.task.check_data()
     context = ctx.spec.context_length()
     if context is not None and ctx.task.max_length > context:
@@ -232,7 +240,10 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     cfg, spec, task = ctx.cfg, ctx.spec, ctx.task
     ft = cfg.finetune
     finetune_cfg = to_dict(ft) if ft.enabled else {"enabled": False}
-    key = teacher_key(to_dict(cfg.model), to_dict(cfg.task), int(cfg.seed), finetune_cfg, ctx.data_fingerprint)
+    model_cfg = to_dict(cfg.model)
+    if ctx.pretrain_key:  # the pretrained checkpoint's own key covers its corpus's content
+        model_cfg["pretrain_key"] = ctx.pretrain_key
+    key = teacher_key(model_cfg, to_dict(cfg.task), int(cfg.seed), finetune_cfg, ctx.data_fingerprint)
 
     # Named by the teacher key: any run needing this teacher continues a killed fine-tuning.
     ckpt_dir = checkpoint_root(cfg) / f"teacher-{key}"
@@ -254,6 +265,16 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     ctx.teacher, ctx.teacher_dir = model.eval(), path
     ctx.teacher_time_s = info.get("train_time_s") if ft.enabled else None
     row.update(teacher_hash=key, teacher_reused=reused)
+
+
+def prepare_pretrained(ctx: RunContext) -> None:
+    """A model config with a ``pretrain:`` block starts from its pretrained checkpoint (cached, or
+    pretrained now, which stores its own ``task=pretrain`` row)."""
+    if ctx.pretrain is None:
+        return
+    path, ctx.pretrain_key, _ = pretrained_checkpoint(ctx.spec.name, ctx.family, dict(ctx.spec.tiny or {}), ctx.pretrain,
+                                                      ctx.cfg, make_trainer, new_run_id())
+    ctx.spec.name_or_path = str(path)
 
 
 def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
@@ -423,6 +444,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         row["method"] = method_label(stages)
         row.update(flatten_method_params(stages))
         ctx.task.load()  # logs each split's size and source once
+        prepare_pretrained(ctx)
         ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, Path(cfg.paths.cache_dir))
         ctx.task.setup(ctx.tokenizer)
         prepare_teacher(ctx, row)
