@@ -43,12 +43,15 @@ def make_store(path: Path) -> ResultsStore:
     return store
 
 
-def add_debug_column(path: Path, debug_run_ids: set[str]) -> None:
-    """Add the ``debug`` column another part of compbench writes (runs made with debug=fast)."""
+def mark_debug(path: Path, debug_run_ids: set[str]) -> None:
+    """Mark runs as made with ``debug=fast`` (the row's ``debug`` column; added where an older
+    store lacks it)."""
     with sqlite3.connect(path) as conn:
-        conn.execute('ALTER TABLE runs ADD COLUMN "debug" BOOLEAN')
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if "debug" not in columns:
+            conn.execute('ALTER TABLE runs ADD COLUMN "debug" TEXT')
         for run_id in debug_run_ids:
-            conn.execute('UPDATE runs SET "debug" = 1 WHERE run_id = ?', (run_id,))
+            conn.execute('UPDATE runs SET "debug" = \'fast\' WHERE run_id = ?', (run_id,))
 
 
 def make_study_store(path: Path, root: Path) -> ResultsStore:

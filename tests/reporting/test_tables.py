@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_stores import add_debug_column, cells, report, store, study_store  # noqa: F401 (fixtures)
+from report_stores import cells, mark_debug, report, store, study_store  # noqa: F401 (fixtures)
 
 from compbench.records.store import ResultsStore
 from compbench.reporting import cli
@@ -224,9 +224,11 @@ def test_main_metrics_are_the_tasks_main_metrics():
 
 
 def test_debug_runs_are_left_out_unless_asked(store, capsys):
-    code, out, _ = run_main(capsys, "table", "--db", str(store.path))  # a store without the column
+    older = store.frame().drop(columns=["debug"], errors="ignore")  # a store from before the column
+    assert len(build_report(older, columns=["quality.f1"]).tables[0].rows) == 3
+    code, out, _ = run_main(capsys, "table", "--db", str(store.path))  # no run marked
     assert code == 0 and "debug" not in out
-    add_debug_column(store.path, {"run02-kd", "run03-kd"})
+    mark_debug(store.path, {"run02-kd", "run03-kd"})
     code, out, _ = run_main(capsys, "table", "--db", str(store.path))
     header, *rows = cells(out)
     assert "kd" not in by(header, rows, "method") and "2 debug run(s) left out (--include-debug shows them)." in out
