@@ -41,6 +41,7 @@ IDENTITY_COLUMNS: tuple[str, ...] = (
     "torch_version",
     "transformers_version",
     "compbench_version",
+    "lock_hash",
     "run_dir",
     "teacher_hash",
     "teacher_reused",
@@ -75,7 +76,7 @@ STATUSES: tuple[str, ...] = ("ok", "failed")
 #: ``config_hash`` so that two runs differing only in these share a hash (and a cached result):
 #: where files go (``paths``, ``hydra``), how progress is shown or logged (``logger``,
 #: progress bar, model summary, log interval, ``extras``, ``print_config``), run labels
-#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), the results store location, and how a run
+#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), console verbosity (``verbose``), the results store location, and how a run
 #: is resumed (``force``, ``resume``: checkpointing does not change what is computed).
 CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "paths",
@@ -87,6 +88,7 @@ CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "task_name",
     "extras",
     "print_config",
+    "verbose",
     "store",
     "force",
     "resume",
@@ -150,8 +152,37 @@ def hardware() -> str:
     return f"{cpu_model()} ({cores} cores)"
 
 
+#: The lock file of the checkout (exact versions of every dependency; constraints/update.sh).
+LOCK_FILE = Path(__file__).resolve().parents[3] / "constraints" / "cpu.txt"
+
+
+def lock_hash(lock_file: Path = LOCK_FILE) -> str:
+    """The first 12 hex digits of the lock file's SHA-256, with ``+drift`` when an installed
+    distribution's version differs from the lock (or a locked one is missing), so a row says
+    whether it ran in the locked environment. ``unlocked`` without a lock file (a wheel install)."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        text = lock_file.read_text(encoding="utf-8")
+    except OSError:
+        return "unlocked"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    for line in text.splitlines():
+        name, sep, version = line.strip().partition("==")
+        if not sep or name.startswith("#"):
+            continue
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return f"{digest}+drift"
+        if installed != version:
+            return f"{digest}+drift"
+    return digest
+
+
 def provenance() -> dict[str, str]:
-    """The provenance columns of a row: git sha, hardware and library versions."""
+    """The provenance columns of a row: git sha, hardware, library versions and the lock's hash."""
     import torch
     import transformers
 
@@ -163,6 +194,7 @@ def provenance() -> dict[str, str]:
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "compbench_version": compbench.__version__,
+        "lock_hash": lock_hash(),
     }
 
 

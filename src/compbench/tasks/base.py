@@ -64,6 +64,9 @@ class Task(ABC):
     kind: ClassVar[str] = ""
     #: The quality column robustness drops and sweeps optimise.
     main_metric: ClassVar[str] = ""
+    #: ``(column, relative|difference)`` that ``robust.*.drop`` is computed on; None = the
+    #: relative change of ``main_metric``.
+    robust_drop: ClassVar[tuple[str, str] | None] = None
     supported_families: ClassVar[tuple[str, ...]] = ()
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt",)
 
@@ -125,7 +128,7 @@ class Task(ABC):
         self.check_data()
         if self.source == "synthetic":
             splits = {s: self.read_synthetic(s, self.synthetic_sizes[s]) for s in SPLITS}
-            self.provenance = {s: f"synthetic smoke data, {len(v)} examples" for s, v in splits.items()}
+            self.provenance = {s: "synthetic smoke data" for s in splits}
         elif self.source == "local":
             splits = {}
             for split in SPLITS:
@@ -290,13 +293,27 @@ class Task(ABC):
         """The example with its *inputs* perturbed (labels kept aligned; references untouched)."""
         ...
 
-    def with_test_examples(self, examples: list[Any]) -> "Task":
-        """A copy of this (set-up) task whose test split is ``examples``, tokenized."""
+    def with_test_examples(self, examples: list[Any], label: str = "") -> "Task":
+        """A copy of this (set-up) task whose test split is ``examples``, tokenized; ``label``
+        names them in log messages (``perturbation char_swap``, ``OOD yor``)."""
         clone = copy.copy(self)
+        clone.test_label = label
         clone.splits = {**self.splits, "test": list(examples)}
         clone.features = dict(self.features)
         clone.features["test"] = clone.encode_split("test")
         return clone
+
+    def split_label(self, split: str) -> str:
+        """``split`` as log messages name it: ``test``, ``test (perturbation char_swap)``."""
+        label = getattr(self, "test_label", "") if split == "test" else ""
+        return f"{split} ({label})" if label else split
+
+    #: Whether ``evaluate`` writes predictions that ``saved_predictions`` reads back.
+    has_saved_predictions: ClassVar[bool] = False
+
+    def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[Any], list[Any]]:
+        """(predictions, references) that ``evaluate(model, run_dir, split)`` saved."""
+        raise ConfigError(f"the {self.kind} task does not save text predictions.")
 
     def dev_logits(self, model: torch.nn.Module, on_logits: LogitsCallback) -> None:
         """Feed (logits, labels) of the validation split to ``on_logits`` (temperature fitting)."""

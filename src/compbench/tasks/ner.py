@@ -200,6 +200,13 @@ class TokenClassificationTask(Task):
                 preds.append(tags)
         return preds
 
+    has_saved_predictions: ClassVar[bool] = True
+
+    def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[list[str]], list[list[str]]]:
+        """Predicted and gold tag sequences from ``predictions_<split>.conll``."""
+        gold, pred = read_conll_predictions(Path(run_dir) / f"predictions_{split}.conll")
+        return pred, gold
+
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
         preds = self.predict(model, split, on_logits)
         sentences = self.splits[split]
@@ -208,7 +215,8 @@ class TokenClassificationTask(Task):
             len({w for w in f["word_ids"] if w >= 0}) for f in self.features[split]
         )
         if truncated:
-            log.warning("%d words beyond max_length=%d were predicted 'O'", truncated, self.max_length)
+            log.warning("%s split: %d words beyond max_length=%d were predicted 'O'",
+                        self.split_label(split), truncated, self.max_length)
         if out_dir is not None:
             write_conll_predictions(
                 Path(out_dir) / f"predictions_{split}.conll",
