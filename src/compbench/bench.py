@@ -311,14 +311,26 @@ def _profile_lightning_steps(cfg, steps: int) -> dict[str, Any]:
     top = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:20]
     landmarks = {"method_training_step": "method_training_step", "backward": "run_backward",
                  "optimizer.step (incl. closure)": "step", "LightningModule.log": "log",
-                 "clip_gradients": "clip_gradients", "apply_to_collection": "_apply_to_collection_slow"}
+                 "clip_grad_norm_": "clip_grad_norm_", "apply_to_collection": "_apply_to_collection_slow"}
     marks = {}
     for title, fname in landmarks.items():
-        hits = [v[3] for k, v in stats.items() if k[2] == fname]
+        hits = [v[3] for k, v in stats.items() if k[2] == fname or (k[0] == "~" and f"'{fname}'" in k[2])]
         marks[title] = 1e3 * max(hits, default=0.0) / steps
     return {"steps": steps, "profiled_ms_per_step": 1e3 * total / steps,
             "cumulative_ms_per_step": marks,
             "top_tottime_ms_per_step": {label(k): 1e3 * v[2] / steps for k, v in top}}
+
+
+def _cumulative_s(profiler, names: tuple[str, ...]) -> dict[str, float]:
+    """Cumulative seconds of the compbench functions called ``names`` in a cProfile."""
+    import pstats
+
+    stats = pstats.Stats(profiler).stats
+    out = {}
+    for name in names:
+        hits = [v[3] for k, v in stats.items() if k[2] == name and "compbench" in k[0]]
+        out[name] = max(hits, default=0.0)
+    return out
 
 
 def compose_config(overrides: list[str]):
@@ -614,7 +626,7 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
     steps, full evaluation) run in-process through ``compbench.training.pipeline.run``: with the
     teacher cache (one fresh cache per sweep: the first run fine-tunes, five reuse) vs without
     (every run its own empty cache, so every run fine-tunes its teacher and trains its tokenizer).
-    The two sweeps alternate, round after round."""
+    The two sweeps alternate, round after round, after one untimed run of each method."""
     from compbench.cli import CONF_DIR
     from compbench.training.pipeline import run
 
@@ -636,14 +648,29 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
 
     rounds = args.teacher_rounds
     with threads(1), _quiet(), _fd_silenced():
+        # One untimed run of each method first: lazy imports and first-call costs would otherwise
+        # land on whichever sweep runs first.
+        for m in methods:
+            run(compose_config([f"method={m}", f"paths.output_dir={root / 'warmup'}", *extra]), CONF_DIR)
         times = interleaved({"with_cache": lambda: sweep(True), "without_cache": lambda: sweep(False)},
                             rounds, warmup=0)
+        # Where a run's time goes, with and without the cached teacher: cProfile of one of each.
+        profile = {}
+        for label, path in (("cached_run", root / "warmup"), ("uncached_run", root / "profile_fresh")):
+            profiler = __import__("cProfile").Profile()
+            profiler.enable()
+            run(compose_config([f"method={methods[-1]}", f"paths.output_dir={path}", *extra]), CONF_DIR)
+            profiler.disable()
+            profile[label] = _cumulative_s(profiler, ("run", "prepare_teacher", "train_phase", "apply_methods",
+                                                      "evaluate_all", "quality_and_calibration", "robustness",
+                                                      "efficiency", "out_of_distribution"))
     import shutil
 
     shutil.rmtree(root, ignore_errors=True)
     r = ratio(times, "with_cache", "without_cache")
     return {"description": bench_teacher_reuse.__doc__, "methods": methods, "overrides": extra,
             "seconds": times, "median_s": medians(times), **r, "run_statuses": statuses,
+            "profile_s": profile,
             "headline": {"name": "6-method sweep time with / without teacher cache", "value": r["ratio"],
                          "target": "<= 0.3", "met": r["ratio"] <= 0.3}}
 
@@ -935,6 +962,17 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
             med = v["median_s"]
             lines.append(f"| {k} | {med['compbench_lightning']:.4f} | {med['plain_pytorch']:.4f} | {v['ratio']:.3f} | "
                          f"{v['median_of_round_ratios']:.3f} |")
+    if name == "train_overhead" and "profile_tiny_lightning_fit" in r:
+        prof = r["profile_tiny_lightning_fit"]
+        lines += ["", f"Profile (cProfile of a {prof['steps']}-step Lightning fit, tiny shape; ms per step, "
+                      "inflated by the profiler): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                          prof["cumulative_ms_per_step"].items())]
+    if name == "teacher_reuse" and "profile_s" in r:
+        lines += ["", "Profile of one run (cumulative s): " + "; ".join(
+            f"{label}: " + ", ".join(f"{k} {v:.1f}" for k, v in prof.items() if v > 0.05)
+            for label, prof in r["profile_s"].items())]
+    if name in ("train_overhead", "speedup", "size", "scaling", "memory"):
+        pass
     else:
         med = r.get("median_s", {})
         lines += [", ".join(f"{k}: median {v:.3f} s" for k, v in med.items())
