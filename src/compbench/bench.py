@@ -22,11 +22,15 @@ to check the command itself: its figures are not meant to be quoted):
   ``torch.inference_mode()`` loop over the same batches. Target <= 1.10.
 * ``speedup``: fp32 vs compressed models at batch 1 and 8 x 128 tokens, 1 and 2 threads, on a
   GPT-2-small and an XLM-R-base shape (random weights: speed does not depend on their values),
-  timed with ``compbench.metrics.efficiency.measure_latency``; compbench's exports (reloaded)
-  next to the libraries' own calls (torch.ao ``quantize_dynamic``, torchao ``quantize_``).
-* ``size``: export bytes / fp32 export bytes per method at the GPT-2-small shape.
+  timed with ``compbench.metrics.efficiency.measure_latency`` in the groups of ``SPEED_GROUPS``;
+  compbench's exports (reloaded) next to the libraries' own calls (torch.ao ``quantize_dynamic``,
+  torchao ``quantize_``), eager and ``torch.compile``d. Target: compbench's best int8 >= the
+  libraries' best int8.
+* ``size``: export bytes / fp32 export bytes per method at the GPT-2-small shape (QAT 2-2-8
+  target > 14.4x).
 * ``teacher_reuse``: wall time of a 6-method sweep of the default tiny run with the teacher
-  cache vs without (every run fine-tunes its own teacher). Target <= 0.3.
+  cache vs without (every run fine-tunes its own teacher). Target <= 0.3. Each round is 12 full
+  runs, so the full run takes 2 rounds (``--teacher-rounds``), the one exception to >= 7.
 * ``contrastive_overhead``: ``contrastive_qat`` step / ``qat`` step (GPT-2-small shape, both
   through ``method_training_step``). Target <= 1.10.
 * ``scaling``: training-step and evaluation-forward time vs sequence length and width, with
