@@ -528,6 +528,8 @@ def bench_speedup(args) -> dict[str, Any]:
             if args.quick and n_threads > 1:
                 continue
             timed = {"fp32": models["fp32"], **{n: models[n] for n in names if n in models}}
+            if len(timed) == 1:  # none of this group's models exist for this shape
+                continue
             samples: dict[str, dict[int, list[float]]] = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
