@@ -1019,6 +1019,9 @@ def main(argv: list[str] | None = None) -> int:
         import lightning  # noqa: F401  (imported first so that the levels below stick)
         import torchao  # noqa: F401
 
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # save_pretrained/from_pretrained bars
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("torchao", "torch._dynamo", "torch._inductor", "lightning.pytorch", "lightning.fabric",
                  "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
