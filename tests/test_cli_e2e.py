@@ -52,6 +52,11 @@ def test_causal_lm_run_with_gpt2_twin(run_compbench):
     docs = [json.loads(l) for l in (Path(row["run_dir"]) / "predictions_test.jsonl").read_text().splitlines()]
     total = sum(d["nll_sum"] for d in docs) / sum(d["tokens"] for d in docs)
     assert math.exp(total) == pytest.approx(row["quality.ppl"], rel=1e-9)
+    assert row["quality.ppl_protocol"] == "per_document"
+    # LM robustness drops are NLL increases in nats: ln of the perplexity ratio.
+    perturbation = next(k.split(".")[1] for k in row if k.endswith(".drop") and k != "robust.mean_drop")
+    assert row[f"robust.{perturbation}.drop"] == pytest.approx(
+        math.log(row[f"robust.{perturbation}.ppl"] / row["robust.clean.ppl"]), rel=1e-6, abs=1e-9)
 
 
 def test_summarization_run_with_bart_twin(run_compbench):
@@ -62,6 +67,7 @@ def test_summarization_run_with_bart_twin(run_compbench):
     preds = (Path(row["run_dir"]) / "predictions_test.jsonl").read_text().splitlines()
     assert len(preds) == 32 and all({"reference", "prediction"} <= set(json.loads(p)) for p in preds)
     assert row["quality.rougeL"] > 0.05  # random init scores ~0
+    assert 0 < row["quality.rougeLsum"] <= 1
 
 
 def test_second_run_reuses_cached_teacher_and_is_faster(run_compbench, tmp_path):
@@ -83,7 +89,7 @@ def test_incompatible_model_and_task_is_refused_before_any_work(run_compbench):
     proc, rows = run_compbench("model=tiny_bart", "task=smoke", check=False)
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert "task 'smoke' (token_classification) needs a encoder or decoder model" in message
+    assert "task 'smoke' (token_classification) needs an encoder or decoder model" in message
     assert "compatible models:" in message and "tiny_afriberta" in message
     assert rows[0]["status"] == "failed" and "compatible models" in rows[0]["error"]
     assert rows[0]["duration_s"] < 30 and not list((Path(rows[0]["run_dir"])).glob("export"))
@@ -125,6 +131,10 @@ def test_contrastive_qat_two_bit_gpt2_through_the_cli(run_compbench):
     assert row["method"] == "contrastive_qat" and row["method.w_bits"] == 2
     assert row["eff.compression_ratio"] > 4  # 2-bit packed weights; embeddings and fp16 extras bound it
     assert math.isfinite(row["quality.ppl"])
+    # The cost of compressing: 10 timed steps inside the chain's wall time; the teacher's fine-tuning time.
+    assert row["eff.train_steps"] == 10 and row["eff.train_step_ms"] > 0
+    assert row["eff.train_time_s"] >= 10 * row["eff.train_step_ms"] / 1e3 / 2
+    assert row["eff.teacher_train_time_s"] > 0
 
 
 def test_teacher_requiring_method_without_a_teacher_is_refused_before_training(run_compbench, tmp_path):

@@ -140,6 +140,44 @@ def weight_sparsity_masks(method):
     return sum(int((mask == 0).sum()) for mask in masks) / sum(mask.numel() for mask in masks)
 
 
+def test_when_before_fine_tunes_with_the_teachers_budget_unless_overridden():
+    ctx = MethodContext(family="decoder", finetune_steps=300, finetune_lr=3e-3)
+    method = MagnitudePruning(when="before")
+    method.check(ctx)
+    assert (method.training_steps, method.learning_rate) == (300, 3e-3)
+    assert method.row_params()["max_steps"] == 300 and method.row_params()["lr"] == 3e-3
+    override = MagnitudePruning(when="before", max_steps=20, lr=1e-4)
+    override.check(ctx)
+    assert (override.training_steps, override.learning_rate) == (20, 1e-4)
+    after = MagnitudePruning()
+    after.check(ctx)
+    assert (after.training_steps, after.learning_rate) == (0, 5e-5)  # after: no inherited budget
+    with pytest.raises(ConfigError, match="does not fine-tune"):
+        MagnitudePruning(when="before").check(MethodContext(family="decoder"))
+
+
+def test_pretrained_model_head_is_initialised_under_the_runs_seed(tmp_path):
+    """A hub-style checkpoint without a task head: the new head depends on the seed only, not on
+    what consumed the global RNG before (a teacher fine-tuned in this process, or loaded)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForTokenClassification, GPT2Config, GPT2Model
+
+    from compbench.models.loader import ModelSpec
+
+    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path)
+    spec = ModelSpec(name="local", name_or_path=str(tmp_path))
+    task = SimpleNamespace(auto_model_class=lambda: AutoModelForTokenClassification,
+                           model_kwargs=lambda: {"num_labels": 3})
+    tokenizer = SimpleNamespace(pad_token_id=0)
+    torch.manual_seed(1)
+    first = spec.build_model(task, tokenizer, seed=7).classifier.weight.detach().clone()
+    torch.randn(1000)  # e.g. a teacher's fine-tuning used the RNG
+    second = spec.build_model(task, tokenizer, seed=7).classifier.weight.detach().clone()
+    other_seed = spec.build_model(task, tokenizer, seed=8).classifier.weight.detach().clone()
+    assert torch.equal(first, second) and not torch.equal(first, other_seed)
+
+
 def test_when_before_starts_from_pretrained():
     assert MagnitudePruning(when="before", max_steps=10).start_from == "pretrained"
     assert MagnitudePruning().start_from == "finetuned"
@@ -156,7 +194,7 @@ def test_when_before_starts_from_pretrained():
         {"when": "during"},
         {"schedule": "gradual"},
         {"schedule": "gradual", "max_steps": 10, "start_step": 10},
-        {"when": "before"},
+        {"when": "before", "max_steps": 0},
         {"value_dtype": "int8"},
         {"update_every": 0},
     ],

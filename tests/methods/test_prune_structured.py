@@ -1,5 +1,6 @@
 """prune_structured: heads / FFN neurons / layers really removed, model still runs, export reloads."""
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -195,3 +196,63 @@ def test_yaml_builds():
 
     method = build_method(OmegaConf.load("conf/method/prune_structured.yaml"))
     assert isinstance(method, StructuredPruning) and method.row_params()["head_sparsity"] == 0.5
+
+
+def _per_head_scores(model, batches, per_dimension_abs):
+    """Reference in plain torch: capture the input z of each layer's c_proj and its gradient;
+    Michel et al.: |sum over positions and the head's dims of z * dL/dz| per example, averaged;
+    the earlier (wrong) reading: |.| per dimension and per batch, then summed."""
+    captured = []
+    hooks = [block.attn.c_proj.register_forward_pre_hook(lambda m, a: captured.append(a[0]) or None)
+             for block in model.transformer.h]
+    n_head = model.config.n_head
+    scores = torch.zeros(len(model.transformer.h), n_head)
+    examples = [b for batch in batches for b in ([{k: v[i:i + 1] for k, v in batch.items()}
+                                                  for i in range(batch["input_ids"].shape[0])]
+                                                 if not per_dimension_abs else [batch])]
+    for example in examples:
+        captured.clear()
+        out = model(**example)
+        for z in captured:
+            z.retain_grad()
+        out.loss.backward()
+        for layer, z in enumerate(captured):
+            contribution = (z * z.grad).detach()  # [B, T, H * dh]
+            per_dim = contribution.reshape(*contribution.shape[:2], n_head, -1)
+            if per_dimension_abs:
+                scores[layer] += per_dim.sum((0, 1)).abs().sum(-1)
+            else:
+                scores[layer] += per_dim.sum((0, 1, 3)).abs()
+        model.zero_grad()
+    for h in hooks:
+        h.remove()
+    return scores / (1 if per_dimension_abs else len(examples))
+
+
+def test_gradient_importance_is_michel_et_al_and_differs_from_per_dimension_abs():
+    model = tiny_model("decoder", n_head=2, n_layer=1)
+    block = model.transformer.h[0]
+    dh = block.attn.head_dim
+    with torch.no_grad():
+        # Head 0: value dims in pairs (d, d + dh/2) are equal and their output columns opposite,
+        # so the head's output cancels exactly (Michel score 0), while each dimension on its own
+        # has a large gate gradient. Head 1 is left as it is.
+        v = block.attn.c_attn.weight[:, 2 * model.config.n_embd: 2 * model.config.n_embd + dh]
+        v[:, dh // 2:] = v[:, : dh // 2]
+        v.mul_(10)
+        w_o = block.attn.c_proj.weight  # Conv1D: (in, out), rows are the head dims
+        w_o[dh // 2: dh] = -w_o[: dh // 2]
+    batches = [tiny_batch("decoder", seed=i) for i in range(2)]
+    reference = copy.deepcopy(model)
+    michel = _per_head_scores(reference, batches, per_dimension_abs=False)[0]
+    per_dim = _per_head_scores(copy.deepcopy(model), batches, per_dimension_abs=True)[0]
+    assert michel.argmax() == 1 and per_dim.argmax() == 0  # the two readings rank the heads differently
+
+    from compbench.methods.prune_structured import _gradient_scores
+
+    heads, _ = _gradient_scores(model, attention_units(model), ffn_units(model), batches)
+    torch.testing.assert_close(heads[0], michel, rtol=1e-4, atol=1e-7)
+    kept = block.attn.c_proj.weight[dh:].detach().clone()
+    method = StructuredPruning(head_sparsity=0.5, importance="gradient", importance_batches=2)
+    pruned = method.prepare(model, MethodContext(family="decoder", task=SimpleNamespace(train_dataloader=lambda: batches)))
+    assert torch.equal(pruned.transformer.h[0].attn.c_proj.weight, kept)  # head 1 kept, head 0 removed

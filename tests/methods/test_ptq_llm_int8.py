@@ -29,3 +29,27 @@ def test_yaml_builds_with_list_of_skips():
     method = build_method(OmegaConf.load(CONF / "ptq_llm_int8.yaml"))
     assert method.skip_modules == ("lm_head", "classifier", "score")
     assert method.row_params() == {"threshold": 6.0, "skip_modules": "lm_head,classifier,score"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="LLM.int8() runs on CUDA only")
+def test_runs_and_reloads_on_cuda(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from method_harness import tiny_batch, tiny_model
+
+    from compbench.methods.export import load_export
+
+    device = torch.device("cuda")
+    model = tiny_model("decoder")
+    batch = {k: v.to(device) for k, v in tiny_batch("decoder").items()}
+    with torch.no_grad():
+        reference = model.to(device)(**batch).logits.float()
+    method = LLMInt8PTQ()
+    ctx = MethodContext(family="decoder", device=device)
+    method.check(ctx)
+    model = method.finalize(method.prepare(model, ctx), ctx)
+    with torch.no_grad():
+        logits = model(**batch).logits.float()
+    assert torch.isfinite(logits).all() and (logits - reference).abs().max() < 0.1 * reference.abs().max()
+    method.export(model, tmp_path, ctx)
+    with torch.no_grad():
+        torch.testing.assert_close(load_export(tmp_path)(**batch).logits.float(), logits)

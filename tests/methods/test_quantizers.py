@@ -1,6 +1,8 @@
 """Quantizer primitives: level counts, learned-parameter gradients, Conv1D conversion, wrapping."""
 
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -160,3 +162,100 @@ def test_freeze_keeps_codes_and_unwraps(family):
     with torch.no_grad():
         # Training-time fake quant already uses the fp16 steps that are frozen and exported.
         torch.testing.assert_close(model(**batch).logits, fake, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the papers' equations, 2/4/8 bits
+def _with_outliers(seed=7):
+    """Gaussian weights with a few large ones, so that clipped and unclipped elements both exist."""
+    w = _weight(rows=4, cols=48, seed=seed)
+    w[0, :3] = torch.tensor([4.0, -5.0, 6.0])
+    return w
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_pact_forward_and_gradients_follow_choi_et_al(bits, per_channel):
+    """y = clip(x, -a, a); q = round(y k / a) a / k (k = 2**(b-1) - 1); dq/dx = 1 inside the clip,
+    0 outside; dq/da = +1 where x >= a, -1 where x <= -a, 0 inside (Choi et al. 2018, Eq. 1-3)."""
+    x = _with_outliers().requires_grad_(True)
+    q = get_quantizer("pact")(bits, per_channel=per_channel)
+    q.init_from(x)
+    with torch.no_grad():  # a clip below the max so that some elements are clipped
+        q.alpha.mul_(0.5)
+    alpha = q.alpha.detach().reshape(-1, 1) if per_channel else q.alpha.detach().reshape(())
+    k = 2 ** (bits - 1) - 1
+    expected = torch.round(torch.clamp(x.detach(), -alpha, alpha) * k / alpha) * alpha / k
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    out = q(x)
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=1e-6)
+    if bits == 2:  # ternary {-a, 0, a}: -a is reconstructed at -a
+        assert set(torch.unique(out.detach() / alpha).tolist()) <= {-1.0, 0.0, 1.0}
+    (out * upstream).sum().backward()
+    upper, lower = x.detach() >= alpha, x.detach() <= -alpha
+    inside = ~(upper | lower)
+    torch.testing.assert_close(x.grad, upstream * inside)
+    d_alpha = upstream * (upper.float() - lower.float())
+    d_alpha = d_alpha.sum(dim=1).reshape(q.alpha.shape) if per_channel else d_alpha.sum().reshape(q.alpha.shape)
+    assert upper.any() and lower.any() and inside.any()
+    torch.testing.assert_close(q.alpha.grad, d_alpha, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_pact_alpha_gets_no_gradient_from_unclipped_values(bits):
+    x = _weight(seed=3) * 0.1  # all well inside the max-initialised clip
+    q = get_quantizer("pact")(bits, per_channel=False)
+    q.init_from(x * 10)
+    (q(x) * torch.randn_like(x)).sum().backward()
+    assert float(q.alpha.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_lsq_forward_and_gradients_follow_esser_et_al(bits, per_channel):
+    """q = round(clip(x/s, -Q_N, Q_P)) s; dq/ds = (round(x/s) - x/s) inside, -Q_N / Q_P outside,
+    times g = 1/sqrt(N Q_P); dq/dx = 1 inside, 0 outside (Esser et al. 2020, Eq. 1-4)."""
+    x = _with_outliers().requires_grad_(True)
+    q = get_quantizer("lsq")(bits, per_channel=per_channel)
+    q.init_from(x)
+    qn, qp = 2 ** (bits - 1), 2 ** (bits - 1) - 1
+    s = q.step.detach().reshape(-1, 1) if per_channel else q.step.detach().reshape(())
+    n = x.shape[1] if per_channel else x.numel()
+    v = x.detach() / s
+    expected = torch.round(torch.clamp(v, -qn, qp)) * s
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    out = q(x)
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=1e-6)
+    (out * upstream).sum().backward()
+    below, above = v <= -qn, v >= qp
+    inside = ~(below | above)
+    d_step = torch.where(below, torch.full_like(v, -qn), torch.where(above, torch.full_like(v, qp), torch.round(v) - v))
+    g = 1.0 / math.sqrt(n * qp)
+    d_step = (upstream * d_step * g)
+    d_step = d_step.sum(dim=1).reshape(q.step.shape) if per_channel else d_step.sum().reshape(q.step.shape)
+    torch.testing.assert_close(q.step.grad, d_step, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(x.grad, upstream * inside)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_minmax_forward_is_round_to_nearest_on_the_absmax_grid(bits):
+    x = _weight(seed=5)
+    q = get_quantizer("minmax")(bits)
+    half = (2**bits - 1) / 2
+    step = (x.abs().amax(dim=1, keepdim=True) / half).half().float()  # fp16 steps, as exported
+    expected = torch.clamp(torch.round(x / step), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * step
+    torch.testing.assert_close(q(x), expected, rtol=0, atol=1e-6)
+    assert list(q.parameters()) == []  # nothing learned, no parameter gradient
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_pact_export_codes_reproduce_the_trained_weight(bits):
+    x = _with_outliers()
+    q = get_quantizer("pact")(bits)
+    q.init_from(x)
+    qw = q.quantize(x)
+    k = 2 ** (bits - 1) - 1
+    assert int(qw.codes.max()) <= 2 * k  # symmetric: 2**b - 1 codes used at most
+    alpha = q.alpha.detach().reshape(-1, 1)
+    step16 = (alpha / k).half().float()  # exported steps are fp16
+    expected = torch.clamp(torch.round(torch.clamp(x, -alpha, alpha) / step16), -k, k) * step16
+    torch.testing.assert_close(qw.dequantize(), expected, rtol=0, atol=1e-6)

@@ -209,6 +209,17 @@ def test_hardware_string_names_the_machine():
     assert "cores" in text and f"{torch.get_num_threads()} threads" in text and torch.__version__ in text
 
 
+def test_training_cost_columns_are_registered_and_defined_only_when_measured():
+    from compbench.metrics.efficiency import training_cost
+    from compbench.metrics.registry import spec_for
+
+    row = training_cost(12.5, [0.1, 0.3, 0.2], 40.0)
+    assert row == {"eff.train_time_s": 12.5, "eff.train_steps": 3, "eff.train_step_ms": pytest.approx(200.0),
+                   "eff.teacher_train_time_s": 40.0}
+    assert all(spec_for(column) is not None for column in row)
+    assert training_cost(0.5, [], None) == {"eff.train_time_s": 0.5, "eff.train_steps": 0}
+
+
 class _Scale(nn.Module):
     def __init__(self) -> None:
         super().__init__()

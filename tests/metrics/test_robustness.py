@@ -195,6 +195,27 @@ def test_robustness_summary_columns_and_drop_sign():
     assert math.isnan(robustness_summary({"f1": 0.5}, {}, "f1", True)["robust.mean_drop"])
 
 
+def test_language_model_drop_is_the_nll_increase_in_nats_and_stays_interpretable():
+    """ln(ppl) = NLL, so the drop in nats is ln(ppl_perturbed / ppl_clean): a perplexity going
+    from 50 to 8.8e5 (a relative 'drop' of 1.8e4) is a drop of ln(1.76e4) = 9.8 nats."""
+    clean = {"quality.ppl": 50.0, "quality.nll": math.log(50.0)}
+    perturbed = {"uppercase": {"quality.ppl": 8.8e5, "quality.nll": math.log(8.8e5)},
+                 "char_swap": {"quality.ppl": 60.0, "quality.nll": math.log(60.0)}}
+    row = robustness_summary(clean, perturbed, "quality.nll", False, drop="difference")
+    assert row["robust.uppercase.drop"] == pytest.approx(math.log(8.8e5 / 50.0))
+    assert row["robust.char_swap.drop"] == pytest.approx(math.log(60.0 / 50.0))
+    assert row["robust.mean_drop"] == pytest.approx((math.log(8.8e5 / 50) + math.log(1.2)) / 2)
+    assert row["robust.uppercase.ppl"] == 8.8e5  # the perplexities themselves stay in the row
+
+
+def test_causal_lm_rows_use_the_nll_difference():
+    from compbench.tasks.lm import CausalLMTask
+    from compbench.tasks.ner import TokenClassificationTask
+
+    assert CausalLMTask.robust_drop == ("quality.nll", "difference")
+    assert TokenClassificationTask.robust_drop is None  # relative change of the main metric
+
+
 def test_robust_columns_are_registered_with_direction():
     assert spec_for("robust.char_swap.f1").higher_is_better is True
     assert spec_for("robust.char_swap.f1_PER").higher_is_better is True

@@ -114,3 +114,71 @@ def test_ner_f1_edge_cases():
     assert ner_quality([["O", "O"]], [["O", "O"]])["quality.f1"] == 0.0  # no entities at all
     perfect = ner_quality([["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]])
     assert perfect["quality.f1"] == 1.0 and perfect["quality.f1_PER"] == 1.0
+
+
+def test_joined_stream_protocol_is_the_hf_guide_sliding_window(lm_setup):
+    """joined_stream: the split joined by "\\n\\n", tokenized once, scored with windows of
+    max_length moved by stride, each token once; reference written out as in the HF guide (but
+    summing token NLLs instead of averaging window means)."""
+    tok, model = lm_setup
+    task = CausalLMTask(name="lm", source="synthetic", max_length=32, stride=16, ppl_protocol="joined_stream",
+                        synthetic_sizes={"train": 50, "validation": 5, "test": 3})
+    task.load()
+    task.splits["test"] = [d[:60] for d in task.splits["test"]]
+    task.setup(tok)
+    metrics = task.evaluate(model, None)
+    stream = torch.tensor([tok("\n\n".join(task.splits["test"]), add_special_tokens=False)["input_ids"]])
+    seq_len = stream.shape[1]
+    assert 32 < seq_len < 128
+    total, count, prev_end = 0.0, 0, 0
+    for begin in range(0, seq_len, 16):
+        end = min(begin + 32, seq_len)
+        trg_len = end - prev_end
+        input_ids = stream[:, begin:end]
+        target = input_ids.clone()
+        target[:, :-trg_len] = -100
+        with torch.no_grad():
+            logits = model(input_ids).logits[0, :-1]
+        labels = target[0, 1:]
+        total += float(F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum"))
+        count += int((labels != -100).sum())
+        prev_end = end
+        if end == seq_len:
+            break
+    assert count == seq_len - 1  # every token but the first, once
+    assert metrics["quality.ppl_protocol"] == "joined_stream"
+    assert metrics["quality.nll"] == pytest.approx(total / count, rel=1e-5)
+    # The per-document protocol scores other tokens (an EOS prefix per document, no separators).
+    per_doc = CausalLMTask(name="lm", source="synthetic", max_length=32, stride=16,
+                           synthetic_sizes={"train": 50, "validation": 5, "test": 3})
+    per_doc.load()
+    per_doc.splits["test"] = task.splits["test"]
+    per_doc.setup(tok)
+    result = per_doc.evaluate(model, None)
+    assert result["quality.ppl_protocol"] == "per_document" and result["quality.nll"] != metrics["quality.nll"]
+
+
+def test_unknown_ppl_protocol_is_refused():
+    from compbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ppl_protocol"):
+        CausalLMTask(name="lm", source="synthetic", ppl_protocol="hf")
+
+
+def test_rouge_lsum_is_rouge_score_on_sentence_lines():
+    from rouge_score import rouge_scorer
+
+    from compbench.tasks.summarization import rouge_quality
+
+    refs = ["The cat sat on the mat. It was happy.\nA dog barked.", "Rain fell all day. Streets flooded."]
+    preds = ["A cat sat on a mat. The dog barked loudly.", "Streets flooded after rain. It fell all day."]
+    got = rouge_quality(refs, preds)
+    split = {"The cat sat on the mat. It was happy.\nA dog barked.": "The cat sat on the mat.\nIt was happy.\nA dog barked.",
+             "Rain fell all day. Streets flooded.": "Rain fell all day.\nStreets flooded.",
+             "A cat sat on a mat. The dog barked loudly.": "A cat sat on a mat.\nThe dog barked loudly.",
+             "Streets flooded after rain. It fell all day.": "Streets flooded after rain.\nIt fell all day."}
+    scorer = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=True)
+    expected = [scorer.score(split[r], split[p]) for r, p in zip(refs, preds)]
+    assert got["quality.rougeLsum"] == pytest.approx(sum(e["rougeLsum"].fmeasure for e in expected) / 2)
+    assert got["quality.rougeL"] == pytest.approx(sum(e["rougeL"].fmeasure for e in expected) / 2)
+    assert got["quality.rougeLsum"] != got["quality.rougeL"]  # summary-level LCS differs here

@@ -31,3 +31,32 @@ def test_cuda_only_kernels_cannot_be_evaluated_on_the_cpu():
 def test_unknown_device_setting_is_refused():
     with pytest.raises(ConfigError, match="not one of auto, cpu, cuda"):
         evaluation_device("tpu", NoCompression())
+
+
+def test_dynamic_int8_is_cpu_only_so_auto_keeps_it_on_the_cpu(monkeypatch):
+    from compbench.methods.ptq_dynamic_int8 import DynamicInt8PTQ
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # even where CUDA exists
+    assert evaluation_device("auto", DynamicInt8PTQ()).type == "cpu"
+    with pytest.raises(ConfigError, match="runs on cpu only"):
+        evaluation_device("cuda", DynamicInt8PTQ())
+
+
+@pytest.mark.parametrize(("accelerator", "cuda", "expected"), [
+    ("auto", True, "cuda"), ("gpu", True, "cuda"), ("cpu", True, "cpu"), ("auto", False, "cpu"),
+])
+def test_methods_get_the_run_device(monkeypatch, accelerator, cuda, expected):
+    from omegaconf import OmegaConf
+
+    from compbench.methods.base import MethodContext
+    from compbench.training.pipeline import method_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    device = method_device(OmegaConf.create({"trainer": {"accelerator": accelerator}}))
+    assert device.type == expected
+    # ptq_llm_int8's check passes exactly when the run's device is a CUDA one.
+    if expected == "cuda":
+        LLMInt8PTQ().check(MethodContext(family="decoder", device=device))
+    else:
+        with pytest.raises(ConfigError, match="CUDA"):
+            LLMInt8PTQ().check(MethodContext(family="decoder", device=device))

@@ -44,6 +44,9 @@ class MethodContext:
             model, for methods applied before fine-tuning.
         teacher_available: whether the run will have a teacher; lets ``check`` refuse a
             teacher-requiring method before the teacher is fine-tuned (``teacher`` is None then).
+        finetune_steps: the teacher's fine-tuning steps (None without fine-tuning), for methods
+            whose training phase must match that budget (``prune_magnitude when=before``).
+        finetune_lr: the teacher's fine-tuning learning rate (None without fine-tuning).
     """
 
     family: str
@@ -54,6 +57,8 @@ class MethodContext:
     seed: int = 0
     pretrained_loader: Any = None
     teacher_available: bool = True
+    finetune_steps: int | None = None
+    finetune_lr: float | None = None
 
 
 @dataclass

@@ -6,7 +6,10 @@ all targets together (``prune.global_unstructured``), ``per_layer`` prunes each 
 same sparsity (``prune.l1_unstructured``). ``schedule=gradual`` follows the cubic schedule of
 Zhu & Gupta 2017 ("To prune, or not to prune", eq. 1) during the training phase; ``when=before``
 prunes the pretrained model and the training phase is the task fine-tuning with the mask kept
-(the AfriBERTa study's before/after comparison).
+(the AfriBERTa study's before/after comparison). So that before/after compare pruning and not
+training budgets, ``when=before`` fine-tunes with the teacher's budget (``finetune.max_steps``
+and ``finetune.lr``, same warm-up and weight decay) unless ``max_steps``/``lr`` are set; its
+fresh task head is initialised under the run's seed (``ModelSpec.build_model``).
 """
 
 from __future__ import annotations
@@ -125,8 +128,10 @@ class MagnitudePruning(Method):
         schedule: ``oneshot`` or ``gradual`` (cubic, Zhu & Gupta 2017).
         when: ``after`` prunes the fine-tuned model; ``before`` prunes the pretrained one and the
             training phase is the task fine-tuning with the mask kept.
-        max_steps: training steps after/while pruning (0 = no training phase).
-        lr: learning rate of that phase.
+        max_steps: training steps after/while pruning; null = 0 with ``after``, the teacher's
+            fine-tuning steps with ``before`` (filled in by ``check``).
+        lr: learning rate of that phase; null = 5e-5 with ``after``, the teacher's fine-tuning
+            learning rate with ``before``.
         start_step: first step of the gradual schedule.
         end_step: step at which the gradual schedule reaches ``sparsity`` (None = ``max_steps``).
         update_every: steps between mask updates of the gradual schedule (Zhu & Gupta's delta t).
@@ -141,8 +146,8 @@ class MagnitudePruning(Method):
     scope: str = "global"
     schedule: str = "oneshot"
     when: str = "after"
-    max_steps: int = 0
-    lr: float = 5e-5
+    max_steps: int | None = None
+    lr: float | None = None
     start_step: int = 0
     end_step: int | None = None
     update_every: int = 1
@@ -160,10 +165,20 @@ class MagnitudePruning(Method):
                 )
         if self.value_dtype not in VALUE_DTYPES:
             raise ConfigError(f"prune_magnitude.value_dtype must be one of {', '.join(VALUE_DTYPES)}, got {self.value_dtype!r}.")
-        if self.max_steps < 0 or self.lr <= 0:
+        if self.when == "after":  # nothing to inherit: the documented defaults
+            self.max_steps = 0 if self.max_steps is None else self.max_steps
+            self.lr = 5e-5 if self.lr is None else self.lr
+        if (self.max_steps is not None and self.max_steps < 0) or (self.lr is not None and self.lr <= 0):
             raise ConfigError(f"prune_magnitude needs max_steps >= 0 and lr > 0, got {self.max_steps} and {self.lr}.")
         if self.update_every < 1:
             raise ConfigError(f"prune_magnitude.update_every must be >= 1, got {self.update_every}.")
+        self._targets: list[tuple[str, nn.Module]] = []
+        self._tied: dict[str, str] = {}
+        self._tie_hooks: list[Any] = []
+        if self.max_steps is not None:
+            self._check_steps()
+
+    def _check_steps(self) -> None:
         if self.schedule == "gradual":
             if self.max_steps == 0:
                 raise ConfigError("prune_magnitude with schedule=gradual needs a training phase; set max_steps > 0.")
@@ -177,9 +192,27 @@ class MagnitudePruning(Method):
             raise ConfigError(
                 "prune_magnitude with when=before prunes the pretrained model and needs max_steps > 0 of task fine-tuning."
             )
-        self._targets: list[tuple[str, nn.Module]] = []
-        self._tied: dict[str, str] = {}
-        self._tie_hooks: list[Any] = []
+
+    def check(self, ctx: MethodContext) -> None:
+        """With ``when=before``, fill ``max_steps``/``lr`` left null from the teacher's fine-tuning."""
+        super().check(ctx)
+        if self.when != "before":
+            return
+        if self.max_steps is None:
+            if not ctx.finetune_steps:
+                raise ConfigError(
+                    "prune_magnitude with when=before takes the teacher's fine-tuning budget, but this run does not "
+                    "fine-tune; set method.max_steps (and method.lr) explicitly."
+                )
+            self.max_steps = int(ctx.finetune_steps)
+        if self.lr is None:
+            if ctx.finetune_lr is None:
+                raise ConfigError(
+                    "prune_magnitude with when=before takes the teacher's fine-tuning learning rate, but this run does "
+                    "not fine-tune; set method.lr explicitly."
+                )
+            self.lr = float(ctx.finetune_lr)
+        self._check_steps()
 
     # ---------------------------------------------------------------- properties
     @property

@@ -5,9 +5,9 @@ layers, so the model really gets smaller (fewer parameters, smaller safetensors,
 
 * ``importance=magnitude``: L1 norm of the weights a head / neuron owns.
 * ``importance=gradient``: Michel et al. 2019 ("Are Sixteen Heads Really Better than One?"),
-  I_h = |dL/d xi_h| for a gate xi_h on the head's output, summed over a few task batches. The
-  gate gradient equals sum(W_o[:, head] * dL/dW_o[:, head]) (same for a neuron and its column of
-  the down projection), so it is read from weight gradients without patching attention code.
+  I_h = E_x |dL(x)/d xi_h| for a gate xi_h multiplying the head's output, per example, the
+  head's dimensions summed before the absolute value (see ``_gradient_scores``). The gates are
+  forward pre-hooks on the output projections, so no attention code is patched.
 
 transformers 5 no longer ships ``prune_heads`` or ``prune_conv1d_layer``, and its configs hold a
 single head count, so shrinking is done here (``prune_linear_layer`` for ``nn.Linear``, by hand for
@@ -239,36 +239,63 @@ def _magnitude_scores(model: nn.Module, attn: list[AttentionUnit], ffn: list[Ffn
     return head_scores, neuron_scores
 
 
+def _split_examples(batch: dict) -> list[dict]:
+    """The batch as single-example batches (every tensor has the batch dimension first)."""
+    size = next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
+    return [{key: value[i:i + 1] if torch.is_tensor(value) else value for key, value in batch.items()}
+            for i in range(size)]
+
+
 def _gradient_scores(model: nn.Module, attn: list[AttentionUnit], ffn: list[FfnUnit], batches: Iterable[dict]):
-    """Michel et al. 2019 importance, |sum(W * dL/dW)| per head / neuron on the input side of the
-    output projection, accumulated over batches."""
+    """Michel et al. 2019 head importance ``I_h = E_x |dL(x)/d xi_h|``.
+
+    A gate ``xi`` (all ones, so the forward is unchanged) multiplies every head's output where it
+    enters the output projection, and every FFN neuron where it enters the down projection. For
+    each *example* ``x`` (the paper's expectation is over examples, so every example of a batch
+    gets its own forward/backward), ``dL(x)/d xi_h`` sums over the head's dimensions and the
+    positions *before* the absolute value is taken; the scores are the mean over the examples of
+    ``importance_batches`` batches. Ours: the same per-neuron gate for FFN neurons (Michel et al.
+    prune heads only), and Michel et al.'s per-layer normalisation of the scores is not needed
+    because heads are ranked within each attention module.
+    """
     device = next(model.parameters()).device
-    weights = [model.get_submodule(u.o).weight for u in attn] + [model.get_submodule(u.down).weight for u in ffn]
-    totals = [torch.zeros(_out_major(model.get_submodule(u.o)).shape[1], device=device) for u in attn]
-    totals += [torch.zeros(_out_major(model.get_submodule(u.down)).shape[1], device=device) for u in ffn]
+    modules = [model.get_submodule(u.o) for u in attn] + [model.get_submodule(u.down) for u in ffn]
+    units = [_num_heads(model.get_submodule(u.path)) for u in attn]
+    units += [_out_major(model.get_submodule(u.down)).shape[1] for u in ffn]
+    widths = [_out_major(module).shape[1] for module in modules]
+    gates = [torch.ones(n, device=device, requires_grad=True) for n in units]
+
+    def gate_hook(index: int):
+        repeat = widths[index] // units[index]  # head_dim for heads, 1 for neurons
+
+        def hook(_module, args):
+            return (args[0] * gates[index].repeat_interleave(repeat),) + tuple(args[1:])
+
+        return hook
+
+    handles = [module.register_forward_pre_hook(gate_hook(i)) for i, module in enumerate(modules)]
+    totals = [torch.zeros(n, device=device) for n in units]
     was_training = model.training
     model.eval()  # no dropout: the scores describe the model as it will be used
     seen = 0
-    for batch in batches:
-        batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-        loss = model(**batch).loss
-        grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        for i, (weight, grad) in enumerate(zip(weights, grads)):
-            if grad is None:
-                continue
-            layer = model.get_submodule((attn[i].o if i < len(attn) else ffn[i - len(attn)].down))
-            product = weight.detach() * grad
-            # sum over the output dimension -> one gate gradient per input unit
-            totals[i] += (product.sum(1) if isinstance(layer, Conv1D) else product.sum(0)).abs()
-        seen += 1
-    model.train(was_training)
+    try:
+        for batch in batches:
+            batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+            for example in _split_examples(batch):
+                loss = model(**example).loss
+                grads = torch.autograd.grad(loss, gates, allow_unused=True)
+                for total, grad in zip(totals, grads):
+                    if grad is not None:
+                        total += grad.abs()
+                seen += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
     if seen == 0:
         raise ConfigError("prune_structured with importance=gradient got no batches from task.train_dataloader().")
-    head_scores = []
-    for unit, total in zip(attn, totals[: len(attn)]):
-        module = model.get_submodule(unit.path)
-        head_scores.append(total.view(_num_heads(module), _head_dim(module)).sum(1))
-    return head_scores, totals[len(attn):]
+    scores = [total / seen for total in totals]
+    return scores[: len(attn)], scores[len(attn):]
 
 
 def _top(scores: torch.Tensor, sparsity: float) -> list[int]:

@@ -132,6 +132,9 @@ class DynamicInt8PTQ(Method):
     backend: str = "auto"
 
     eff_mode: ClassVar[str] = "real-kernel"
+    #: torch's dynamic int8 kernels (fbgemm/onednn) exist on the CPU only, so
+    #: ``evaluation.device=auto`` keeps the model there even on a CUDA machine.
+    inference_devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -141,14 +144,6 @@ class DynamicInt8PTQ(Method):
     def resolved_backend(self) -> str:
         """The backend that actually runs."""
         return AUTO_BACKEND if self.backend == "auto" else self.backend
-
-    def check(self, ctx: MethodContext) -> None:
-        super().check(ctx)
-        if ctx.device is not None and torch.device(ctx.device).type != "cpu":
-            raise ConfigError(
-                "ptq_dynamic_int8 runs int8 CPU kernels, but this run's device is "
-                f"{torch.device(ctx.device).type}; run it with trainer.accelerator=cpu or use ptq_llm_int8 on GPU."
-            )
 
     def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         """Round float tensors to fp16 values, then quantize all Linear layers to int8."""

@@ -54,8 +54,10 @@ class QAT(Method):
         kd_alpha: weight of the distillation term; ``1 - kd_alpha`` weighs the task loss.
         max_steps: training steps.
         lr: learning rate of the model weights.
-        quantizer_lr: learning rate of learned clips/steps; null = ``lr``. They never get
-            weight decay (decay would shrink the clip ranges for no reason).
+        quantizer_lr: learning rate of learned clips/steps; null = ``lr``.
+        quantizer_weight_decay: L2 decay of learned clips/steps. Default 0 (ours: decay shrinks
+            the clip ranges); PACT (Choi et al., 2018) regularises ``alpha`` with L2, so set it
+            > 0 to reproduce that paper's training.
     """
 
     name: str = "qat"
@@ -71,6 +73,7 @@ class QAT(Method):
     max_steps: int = 1000
     lr: float = 1e-4
     quantizer_lr: float | None = None
+    quantizer_weight_decay: float = 0.0
 
     requires_teacher: ClassVar[bool] = True
     eff_mode: ClassVar[str] = "fake-quant"
@@ -94,6 +97,8 @@ class QAT(Method):
             value = getattr(self, field_name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{field_name} must be > 0, got {value!r}.")
+        if not self.quantizer_weight_decay >= 0:
+            raise ConfigError(f"quantizer_weight_decay must be >= 0, got {self.quantizer_weight_decay!r}.")
         self._mask_side = "input"
 
     # ------------------------------------------------------------------ schedule
@@ -112,13 +117,15 @@ class QAT(Method):
         )
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict] | None:
-        """Model weights with weight decay; learned quantizer parameters without, at ``quantizer_lr``."""
+        """Model weights with weight decay; learned quantizer parameters at ``quantizer_lr`` and
+        ``quantizer_weight_decay``."""
         quantizer_params = {id(p): p for m in model.modules() if isinstance(m, Quantizer) for p in m.parameters()}
         weights = [p for p in model.parameters() if p.requires_grad and id(p) not in quantizer_params]
         groups = [{"params": weights, "lr": lr, "weight_decay": weight_decay}]
         learned = [p for p in quantizer_params.values() if p.requires_grad]
         if learned:
-            groups.append({"params": learned, "lr": self.quantizer_lr or lr, "weight_decay": 0.0})
+            groups.append({"params": learned, "lr": self.quantizer_lr or lr,
+                           "weight_decay": self.quantizer_weight_decay})
         return groups
 
     def training_loss(self, out: TrainingOutputs) -> tuple[torch.Tensor, dict[str, float]]:

@@ -266,32 +266,70 @@ class _LearnedQuantizer(Quantizer):
 
 @register_quantizer("pact")
 class PACTQuantizer(_LearnedQuantizer):
-    """PACT (Choi et al., 2018): a learned clip ``alpha``; ``step = alpha / half_levels``.
+    """PACT (Choi et al., 2018): a learned clipping level ``alpha`` with PACT's gradient.
 
-    The clip is two-sided (``[-alpha, alpha]``), as transformer inputs are signed. Autograd
-    through ``min/max`` and the STE gives alpha the PACT gradient (``sign(x)`` for clipped
-    elements) plus the quantization-error term for unclipped ones.
+    Forward (the paper's Eq. 1-2, two-sided)::
+
+        y = clip(x, -alpha, alpha);   q = round(y * k / alpha) * alpha / k,   k = 2**(b-1) - 1
+
+    Backward (the paper's Eq. 3, with the STE ``dq/dy = 1``): ``dq/dx = 1`` for ``|x| < alpha``
+    and 0 outside; ``dq/dalpha = 1`` where ``x >= alpha``, ``-1`` where ``x <= -alpha`` and **0
+    inside the clip** -- alpha learns from the clipped values only (the in-clip rounding term
+    that LSQ and QuantGPT's dynamic scaling add is deliberately absent).
+
+    Grid: symmetric, ``2k + 1 = 2**b - 1`` levels ``{-k..k} * alpha / k``, so 2-bit is ternary
+    ``{-alpha, 0, alpha}`` (the grid of QuantGPT's own quantizer, Tao et al. 2022, which makes
+    ``contrastive_qat dynamic_scaling=false`` differ from dynamic scaling in the gradient only).
+    Ours, where Choi et al. are silent or differ: the two-sided clip (the paper clips ReLU
+    outputs to ``[0, alpha]``; transformer weights and Linear inputs are signed), the symmetric
+    grid for activations too (one code of 2**b unused), ``alpha`` initialised to the absolute
+    maximum of each group (the paper initialises activation clips to a constant), and no L2
+    penalty on ``alpha`` by default (the paper's is ``qat``'s ``quantizer_weight_decay``).
     """
 
     param_name = "alpha"
+
+    def __init__(self, bits: int, **kwargs):
+        super().__init__(bits, **kwargs)
+        self.qmin, self.qmax = -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
+        self.half_levels = float(self.qmax)
 
     def init_grouped(self, xg: Tensor) -> None:
         """``alpha`` = the absolute maximum of each group."""
         self._set_learned(xg.abs().amax(dim=-1, keepdim=True).clamp_min(_MIN_STEP))
 
+    def _alpha(self) -> Tensor:
+        return self.alpha.abs().clamp_min(_MIN_STEP)
+
     def clip_grouped(self, xg: Tensor) -> Tensor:
         self._ensure_init(xg)
-        alpha = self.alpha.abs().clamp_min(_MIN_STEP)
+        alpha = self._alpha()
         return torch.minimum(torch.maximum(xg, -alpha), alpha)
 
     def scale_and_zero(self, xg: Tensor) -> tuple[Tensor, Tensor]:
-        step = self.alpha.abs().clamp_min(_MIN_STEP) / self.half_levels
+        step = self._alpha() / self.qmax
         return step, torch.zeros_like(step)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Fake-quantized ``x``; the rounding is a pure STE on ``y``, so alpha's gradient comes
+        from the clip alone (the base class's ``round_ste(x / step) * step`` would add the
+        in-clip term ``round(u) - u`` through the step)."""
+        y = self.clip_grouped(self.grouped(x))
+        step = self.scale_and_zero(y)[0].detach()
+        q = torch.clamp(torch.round(y.detach() / step), self.qmin, self.qmax) * step
+        return (y + (q - y).detach()).reshape(x.shape)
 
 
 @register_quantizer("lsq")
 class LSQQuantizer(_LearnedQuantizer):
-    """LSQ (Esser et al., 2020): a learned step, gradient scaled by ``1/sqrt(n * qmax)``."""
+    """LSQ (Esser et al., 2020): a learned step ``s``, gradient scaled by ``g = 1/sqrt(N * Q_P)``.
+
+    ``q = round(clip(x / s, -Q_N, Q_P)) * s`` with ``Q_N = 2**(b-1)``, ``Q_P = 2**(b-1) - 1``
+    (the paper's signed range). The paper's Eq. 3, which autograd reproduces through the STE:
+    ``dq/ds = round(x/s) - x/s`` inside the range, ``-Q_N`` below it and ``Q_P`` above it, times
+    ``g``. ``N`` is the number of elements sharing a step (the group, row or tensor: the paper's
+    ``N_W`` for a per-tensor weight step; for activations, the elements of the batch tensor).
+    """
 
     param_name = "step"
 
@@ -305,6 +343,15 @@ class LSQQuantizer(_LearnedQuantizer):
         grad_factor = 1.0 / math.sqrt(xg.shape[-1] * self.qmax)
         step = scale_grad(self.step, grad_factor).abs().clamp_min(_MIN_STEP)
         return step, torch.zeros_like(step)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``round(clip(x / s, -Q_N, Q_P)) * s``: clipping *before* rounding, as in the paper, so
+        that ``x / s`` in the half step beyond ``Q_P`` already counts as clipped (gradient
+        ``Q_P`` for ``s`` and 0 for ``x``)."""
+        xg = self.grouped(x)
+        step, _ = self.scale_and_zero(xg)
+        codes = round_ste(torch.clamp(xg / step, self.qmin, self.qmax))
+        return (codes * step).reshape(x.shape)
 
 
 # ---------------------------------------------------------------------------- modules

@@ -389,3 +389,27 @@ def hardware_string(device: str | torch.device | None = None) -> str:
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {threads}"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu_model()} ({usable} of {os.cpu_count()} cores usable), {threads}"
+
+
+# ------------------------------------------------------------------------------ cost of compressing
+def training_cost(compress_time_s: float, step_times_s: list[float], teacher_time_s: float | None) -> dict[str, float]:
+    """The cost columns of a run's compression phase.
+
+    Args:
+        compress_time_s: wall time of the whole method chain (prepare, training, finalize), s.
+        step_times_s: durations of the chain's training steps (forward, teacher forward, backward,
+            optimizer step), s; empty when no stage trains.
+        teacher_time_s: wall time the teacher's fine-tuning took when it was trained (read back
+            from the teacher cache on reuse), or None without fine-tuning.
+
+    Returns:
+        ``eff.train_time_s``, ``eff.train_steps``, and when defined ``eff.train_step_ms`` (median
+        step) and ``eff.teacher_train_time_s``. A resumed run counts this attempt's steps only.
+    """
+    row = {"eff.train_time_s": float(compress_time_s), "eff.train_steps": len(step_times_s)}
+    # Absent rather than NaN when undefined (no training stage, no fine-tuning).
+    if step_times_s:
+        row["eff.train_step_ms"] = float(np.median(step_times_s)) * 1e3
+    if teacher_time_s is not None:
+        row["eff.teacher_train_time_s"] = float(teacher_time_s)
+    return row

@@ -86,9 +86,12 @@ register("quality.f1_*", True, ("token_classification",), "entity-level F1 of on
 register("quality.ppl", False, ("causal_lm",), "perplexity, sliding window (see task config)")
 register("quality.nll", False, ("causal_lm",), "mean token negative log-likelihood (nats)")
 register("quality.token_accuracy", True, ("causal_lm",), "next-token top-1 accuracy")
+register("quality.ppl_protocol", None, ("causal_lm",), "how quality.ppl was computed: per_document or joined_stream (task.ppl_protocol)")
 register("quality.rouge1", True, ("summarization",), "ROUGE-1 F-measure (rouge-score, stemmed)")
 register("quality.rouge2", True, ("summarization",), "ROUGE-2 F-measure (rouge-score, stemmed)")
 register("quality.rougeL", True, ("summarization",), "ROUGE-L F-measure (rouge-score, stemmed)")
+register("quality.ext.*", None, description="an evaluation.extra_metrics value (HF evaluate, from saved predictions)")
+register("quality.rougeLsum", True, ("summarization",), "ROUGE-Lsum F-measure over Punkt-split sentences (rouge-score, stemmed)")
 
 # ---- efficiency (compbench.metrics.efficiency, compbench.training.pipeline)
 register("eff.params", False, description="parameters of the compressed model (structurally present)")
@@ -128,10 +131,11 @@ for _metric in ("f1", "precision", "recall", "f1_*"):
 register("robust.*.ppl", False, ("causal_lm",), "perplexity on the perturbed test set")
 register("robust.*.nll", False, ("causal_lm",), "mean token NLL on the perturbed test set")
 register("robust.*.token_accuracy", True, ("causal_lm",), "next-token accuracy on the perturbed test set")
-for _metric in ("rouge1", "rouge2", "rougeL"):
+for _metric in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
     register(f"robust.*.{_metric}", True, ("summarization",), f"{_metric} on the perturbed inputs")
-register("robust.*.drop", False, description="relative drop of the main metric under one perturbation (+ = worse)")
-register("robust.mean_drop", False, description="mean relative drop of the main metric over perturbations (+ = worse)")
+register("robust.*.drop", False, description="relative drop of the main metric under one perturbation (+ = worse); "
+         "causal_lm: increase of the mean token NLL in nats (= ln of the perplexity ratio)")
+register("robust.mean_drop", False, description="mean of robust.*.drop over perturbations (+ = worse)")
 register("robust.ood.*", None, description="quality metric on an out-of-distribution test set (e.g. another language)")
 register("robust.ood.*.f1", True, ("token_classification",), "entity F1 on another language's test set (zero-shot)")
 register("robust.ood.*.ppl", False, ("causal_lm",), "perplexity on a second corpus")
@@ -141,5 +145,9 @@ register("robust.ood.mean_rougeL", True, ("summarization",), "mean ROUGE-L over 
 register("eff.eval_time_s", False, description="wall time of the whole evaluation stage, s")
 register("eff.seq_len", None, description="sequence length of the latency inputs")
 register("eff.device", None, description="device the model was evaluated and timed on (cpu or cuda)")
+register("eff.train_time_s", False, description="wall time of the method chain (prepare, training, finalize), s")
+register("eff.train_steps", None, description="compression-training steps run (this attempt, if resumed)")
+register("eff.train_step_ms", False, description="median wall time of one compression-training step, ms")
+register("eff.teacher_train_time_s", None, description="wall time the teacher's fine-tuning took (cached teachers: when trained), s")
 register("eff.compiled", None, description="whether the latency was timed on torch.compile'd models (evaluation.compile)")
 register("eff.compile_time_s", False, description="torch.compile time of the compressed model (first call per batch size), s; not in the latency")

@@ -307,6 +307,7 @@ def robustness_summary(
     perturbed: Mapping[str, Mapping[str, float]],
     main_metric: str,
     higher_is_better: bool,
+    drop: str = "relative",
 ) -> dict[str, float]:
     """``robust.*`` columns from clean and perturbed scores.
 
@@ -315,6 +316,9 @@ def robustness_summary(
         perturbed: perturbation id -> its metrics, same keys as ``clean``.
         main_metric: the metric the drop is measured on, e.g. ``f1`` or ``quality.ppl``.
         higher_is_better: whether a larger ``main_metric`` is better.
+        drop: ``relative`` (below) or ``difference``: ``perturbed - clean`` (``clean - perturbed``
+            if higher is better), for metrics on a log scale such as the NLL of a language model,
+            whose perplexity's relative change explodes (causal LM rows use the NLL in nats).
 
     Returns:
         ``robust.<id>.<metric>`` for every perturbed metric, ``robust.<id>.drop`` and
@@ -323,20 +327,21 @@ def robustness_summary(
         ``(perturbed - clean) / |clean|`` otherwise; NaN when the clean score is 0 or missing.
     """
     main = _metric_name(main_metric)
-    clean_scores = {_metric_name(k): float(v) for k, v in clean.items()}
+    clean_scores = {_metric_name(k): float(v) for k, v in clean.items() if isinstance(v, (int, float))}
     row: dict[str, float] = {}
     drops = []
     for pert_id, scores in perturbed.items():
-        scores = {_metric_name(k): float(v) for k, v in scores.items()}
+        scores = {_metric_name(k): float(v) for k, v in scores.items() if isinstance(v, (int, float))}
         for metric, value in scores.items():
             row[f"robust.{pert_id}.{metric}"] = value
         base = clean_scores.get(main, math.nan)
         value = scores.get(main, math.nan)
-        if base == 0 or not math.isfinite(base):
-            drop = math.nan
+        change = (base - value) if higher_is_better else (value - base)
+        if not math.isfinite(base) or (drop == "relative" and base == 0):
+            value_drop = math.nan
         else:
-            drop = (base - value) / abs(base) if higher_is_better else (value - base) / abs(base)
-        row[f"robust.{pert_id}.drop"] = drop
-        drops.append(drop)
+            value_drop = change if drop == "difference" else change / abs(base)
+        row[f"robust.{pert_id}.drop"] = value_drop
+        drops.append(value_drop)
     row["robust.mean_drop"] = float(sum(drops) / len(drops)) if drops else math.nan
     return row

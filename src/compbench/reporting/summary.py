@@ -76,8 +76,11 @@ def run_summary(row: Mapping[str, Any], teacher_row: Mapping[str, Any] | None, d
             lines.append(f"  calibration  {calib}")
         drops = [k for k in row if k.startswith("robust.") and k.endswith(".drop") and row[k] is not None]
         if row.get("robust.mean_drop") is not None:
-            robust = f"mean drop {_pct(row['robust.mean_drop'])} of {main.split('.', 1)[1] if main else 'the main metric'} " \
-                     f"over {len(drops)} perturbations (+ = worse)"
+            if main == "quality.ppl":  # LM drops are differences of NLL (nats), not relative changes
+                robust = f"mean NLL increase {row['robust.mean_drop']:+.3f} nats over {len(drops)} perturbations"
+            else:
+                robust = f"mean drop {_pct(row['robust.mean_drop'])} of {main.split('.', 1)[1] if main else 'the main metric'} " \
+                         f"over {len(drops)} perturbations (+ = worse)"
             ood = [k for k in row if k.startswith("robust.ood.mean_") and row[k] is not None]
             if ood:
                 robust += f"; out-of-distribution mean {ood[0].rsplit('_', 1)[1]} {fmt(row[ood[0]])}"

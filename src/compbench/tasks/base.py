@@ -64,6 +64,9 @@ class Task(ABC):
     kind: ClassVar[str] = ""
     #: The quality column robustness drops and sweeps optimise.
     main_metric: ClassVar[str] = ""
+    #: ``(column, relative|difference)`` that ``robust.*.drop`` is computed on; None = the
+    #: relative change of ``main_metric``.
+    robust_drop: ClassVar[tuple[str, str] | None] = None
     supported_families: ClassVar[tuple[str, ...]] = ()
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt",)
 
@@ -301,6 +304,13 @@ class Task(ABC):
         """``split`` as log messages name it: ``test``, ``test (perturbation char_swap)``."""
         label = getattr(self, "test_label", "") if split == "test" else ""
         return f"{split} ({label})" if label else split
+
+    #: Whether ``evaluate`` writes predictions that ``saved_predictions`` reads back.
+    has_saved_predictions: ClassVar[bool] = False
+
+    def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[Any], list[Any]]:
+        """(predictions, references) that ``evaluate(model, run_dir, split)`` saved."""
+        raise ConfigError(f"the {self.kind} task does not save text predictions.")
 
     def dev_logits(self, model: torch.nn.Module, on_logits: LogitsCallback) -> None:
         """Feed (logits, labels) of the validation split to ``on_logits`` (temperature fitting)."""

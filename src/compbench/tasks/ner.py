@@ -200,6 +200,13 @@ class TokenClassificationTask(Task):
                 preds.append(tags)
         return preds
 
+    has_saved_predictions: ClassVar[bool] = True
+
+    def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[list[str]], list[list[str]]]:
+        """Predicted and gold tag sequences from ``predictions_<split>.conll``."""
+        gold, pred = read_conll_predictions(Path(run_dir) / f"predictions_{split}.conll")
+        return pred, gold
+
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
         preds = self.predict(model, split, on_logits)
         sentences = self.splits[split]

@@ -60,7 +60,9 @@ def quality_and_calibration(task: Task, model: torch.nn.Module, run_dir: Path, c
 
 
 def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
-    """The main metric under each seeded perturbation of the test inputs, and the relative drops."""
+    """The main metric under each seeded perturbation of the test inputs, and the drops (on the
+    task's ``robust_drop`` metric: the relative change of the main metric, or for language models
+    the increase of the NLL in nats)."""
     rob = cfg.robustness
     if not rob.enabled or not rob.perturbations:
         return {}
@@ -71,18 +73,20 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
     capped = len(examples) < len(task.splits["test"])
     baseline = task.with_test_examples(examples, "clean, capped") if capped else task
     clean_scores = baseline.evaluate(model, None, "test") if baseline is not task else clean
+    drop_metric, drop_kind = task.robust_drop or (task.main_metric, "relative")
     scores = {}
     for p in perturbations:
         perturbed = [task.perturb_example(ex, p, example_rng(int(rob.seed), p.id, i)) for i, ex in enumerate(examples)]
         result = task.with_test_examples(perturbed, f"perturbation {p.id}").evaluate(model, None, "test")
-        scores[p.id] = {task.main_metric: result[task.main_metric]}
+        scores[p.id] = {m: result[m] for m in {task.main_metric, drop_metric}}
         log.debug("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
-    spec = spec_for(task.main_metric)
-    row = robustness_summary(clean_scores, scores, task.main_metric, bool(spec.higher_is_better))
-    log.info("Robustness: %d perturbations of %d test examples, mean drop of %s %.3f",
-             len(perturbations), len(examples), task.main_metric, row.get("robust.mean_drop", float("nan")))
-    # The clean score the drops are relative to: on the same (possibly capped) test examples.
-    row[f"robust.clean.{task.main_metric.split('.', 1)[1]}"] = clean_scores[task.main_metric]
+    spec = spec_for(drop_metric)
+    row = robustness_summary(clean_scores, scores, drop_metric, bool(spec.higher_is_better), drop_kind)
+    log.info("Robustness: %d perturbations of %d test examples, mean drop %.3f (%s of %s)",
+             len(perturbations), len(examples), row.get("robust.mean_drop", float("nan")), drop_kind, drop_metric)
+    # The clean scores the drops are relative to: on the same (possibly capped) test examples.
+    for metric in {task.main_metric, drop_metric}:
+        row[f"robust.clean.{metric.split('.', 1)[1]}"] = clean_scores[metric]
     return row
 
 

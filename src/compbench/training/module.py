@@ -7,6 +7,7 @@ method specifics live in the method's hooks (``training_loss``, ``on_train_step`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -55,6 +56,9 @@ class CompressionModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
         self.max_steps = max_steps
+        #: Wall time of each training step (batch start to after the optimizer step), s.
+        self.step_times_s: list[float] = []
+        self._step_start = 0.0
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -123,8 +127,18 @@ class CompressionModule(L.LightningModule):
         if not torch.isfinite(norm):
             raise FloatingPointError(f"non-finite gradient norm ({float(norm)}) at step {self.global_step}")
 
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._sync()
+        self._step_start = time.perf_counter()
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.method.on_train_step(self.model, self.global_step, self.max_steps)
+        self._sync()
+        self.step_times_s.append(time.perf_counter() - self._step_start)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         inputs = self._model_inputs(batch)

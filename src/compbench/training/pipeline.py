@@ -27,6 +27,8 @@ from compbench.configs import build_dataclass, check_run_settings, to_dict
 from compbench.errors import ConfigError, Preempted, TrainingDiverged
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
+from compbench.metrics.efficiency import training_cost
+from compbench.metrics.extra import extra_quality, load_extra_metrics
 from compbench.models.loader import ModelSpec
 from compbench.records.schema import (
     RowError, config_hash, error_summary, flatten_method_params, method_label, provenance, utc_timestamp,
@@ -38,6 +40,7 @@ from compbench.training.evaluation import evaluate_all
 from compbench.training.module import CompressionModule
 from compbench.training.preemption import PreemptionCheckpoint, PreemptionGuard
 from compbench.training.progress import StepProgressBar
+from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 from compbench.training.resume import checkpoint_callback, clear_checkpoints, resumable_checkpoint
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
@@ -64,6 +67,11 @@ class RunContext:
     teacher_dir: Path | None = None
     data_fingerprint: str = ""
     guard: PreemptionGuard | None = None
+    teacher_time_s: float | None = None
+    #: Durations of the compression-training steps, s (for the eff.train_* columns).
+    step_times_s: list[float] = field(default_factory=list)
+    pretrain: PretrainSpec | None = None
+    pretrain_key: str = ""
 
 
 def new_run_id() -> str:
@@ -101,6 +109,20 @@ def check_compatible(spec: ModelSpec, family: str, task: Task, conf_dir: Path | 
 
 
 # --------------------------------------------------------------------------- stages
+def method_device(cfg: DictConfig) -> torch.device:
+    """The device the method chain runs on: CUDA when present and ``trainer.accelerator`` allows
+    it (Lightning trains there too), else the CPU. Methods see it as ``MethodContext.device``."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto")).lower()
+    return torch.device("cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu")
+
+
+def finetune_budget(cfg: DictConfig) -> dict[str, Any]:
+    """The teacher's fine-tuning budget as ``MethodContext`` fields (None without fine-tuning)."""
+    if not cfg.finetune.enabled:
+        return {"finetune_steps": None, "finetune_lr": None}
+    return {"finetune_steps": int(cfg.finetune.max_steps), "finetune_lr": float(cfg.finetune.lr)}
+
+
 def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     """Build and validate model spec, task and methods; nothing expensive happens here."""
     cfg = ctx.cfg
@@ -110,6 +132,11 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     ctx.methods = build_methods(cfg.method, conf_dir / "method" if conf_dir else None)
     ctx.family = ctx.spec.resolve_family()
     check_compatible(ctx.spec, ctx.family, ctx.task, conf_dir)
+    if ctx.spec.pretrain is not None:
+        ctx.pretrain = build_dataclass({"_target_": f"{PretrainSpec.__module__}.PretrainSpec", **ctx.spec.pretrain},
+                                       "model.pretrain")
+        ctx.pretrain.check_corpus()
+        objective_of(ctx.family)
     ctx.task.check_data()
     context = ctx.spec.context_length()
     if context is not None and ctx.task.max_length > context:
@@ -118,7 +145,7 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     teacher_available = bool(cfg.finetune.enabled)
     for method in ctx.methods:
         method.check(MethodContext(family=ctx.family, task=ctx.task, teacher_available=teacher_available,
-                                   seed=cfg.seed))
+                                   seed=cfg.seed, device=method_device(cfg), **finetune_budget(cfg)))
     if teacher_available and any(m.requires_teacher for m in ctx.methods):
         # Checks against the teacher's architecture (a KD student deeper than its teacher) run
         # now on a weightless skeleton, not after fine-tuning; they run again on the real teacher.
@@ -131,7 +158,8 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
             if skeleton is not None and method.requires_teacher:
                 try:
                     method.check(MethodContext(family=ctx.family, task=ctx.task, teacher=skeleton,
-                                               teacher_available=True, seed=cfg.seed))
+                                               teacher_available=True, seed=cfg.seed,
+                                               device=method_device(cfg), **finetune_budget(cfg)))
                 except ConfigError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a check that needs real weights runs later
@@ -164,9 +192,10 @@ def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val
 
 
 def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_steps: int, lr: float,
-                teacher=None, ckpt_dir: Path | None = None) -> None:
+                teacher=None, ckpt_dir: Path | None = None) -> list[float]:
     """Train ``model`` in place for ``max_steps`` with the one LightningModule, continuing from
-    the checkpoint in ``ckpt_dir`` when an earlier attempt of this phase left one."""
+    the checkpoint in ``ckpt_dir`` when an earlier attempt of this phase left one; returns the
+    wall time of each step run, s."""
     ft = ctx.cfg.finetune
     module = CompressionModule(model, method, teacher=teacher, lr=lr, weight_decay=ft.weight_decay,
                                warmup_ratio=ft.warmup_ratio, max_steps=max_steps)
@@ -198,6 +227,7 @@ def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_s
         if ctx.guard is not None:
             ctx.guard.training = False
     model.eval()
+    return module.step_times_s
 
 
 def checkpoint_root(cfg: DictConfig) -> Path:
@@ -210,7 +240,10 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     cfg, spec, task = ctx.cfg, ctx.spec, ctx.task
     ft = cfg.finetune
     finetune_cfg = to_dict(ft) if ft.enabled else {"enabled": False}
-    key = teacher_key(to_dict(cfg.model), to_dict(cfg.task), int(cfg.seed), finetune_cfg, ctx.data_fingerprint)
+    model_cfg = to_dict(cfg.model)
+    if ctx.pretrain_key:  # the pretrained checkpoint's own key covers its corpus's content
+        model_cfg["pretrain_key"] = ctx.pretrain_key
+    key = teacher_key(model_cfg, to_dict(cfg.task), int(cfg.seed), finetune_cfg, ctx.data_fingerprint)
 
     # Named by the teacher key: any run needing this teacher continues a killed fine-tuning.
     ckpt_dir = checkpoint_root(cfg) / f"teacher-{key}"
@@ -225,12 +258,23 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     def load(path: Path):
         return task.auto_model_class().from_pretrained(path).eval()
 
-    model, path, reused, _ = get_or_train_teacher(Path(cfg.paths.cache_dir) / "teachers", key, train, load,
+    model, path, reused, info = get_or_train_teacher(Path(cfg.paths.cache_dir) / "teachers", key, train, load,
                                                   ctx.tokenizer)
     if not reused:  # the teacher is cached now; its fine-tuning checkpoint has served
         clear_checkpoints(ckpt_dir)
     ctx.teacher, ctx.teacher_dir = model.eval(), path
+    ctx.teacher_time_s = info.get("train_time_s") if ft.enabled else None
     row.update(teacher_hash=key, teacher_reused=reused)
+
+
+def prepare_pretrained(ctx: RunContext) -> None:
+    """A model config with a ``pretrain:`` block starts from its pretrained checkpoint (cached, or
+    pretrained now, which stores its own ``task=pretrain`` row)."""
+    if ctx.pretrain is None:
+        return
+    path, ctx.pretrain_key, _ = pretrained_checkpoint(ctx.spec.name, ctx.family, dict(ctx.spec.tiny or {}), ctx.pretrain,
+                                                      ctx.cfg, make_trainer, new_run_id())
+    ctx.spec.name_or_path = str(path)
 
 
 def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
@@ -242,9 +286,9 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
     for index, method in enumerate(ctx.methods):
         mctx = MethodContext(
             family=ctx.family, task=ctx.task, teacher=teacher, tokenizer=ctx.tokenizer,
-            device=torch.device("cpu"), seed=int(cfg.seed),
+            device=method_device(cfg), seed=int(cfg.seed),
             pretrained_loader=lambda: ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed)),
-            teacher_available=teacher is not None,
+            teacher_available=teacher is not None, **finetune_budget(cfg),
         )
         if method.start_from == "pretrained":
             model = mctx.pretrained_loader()
@@ -253,8 +297,8 @@ def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
         model = method.prepare(model, mctx)
         if method.training_steps > 0:
             phase = f"compress_{index}_{method.name}"
-            train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
-                        teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
+            ctx.step_times_s += train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
+                                            teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
         model = method.finalize(model, mctx).eval()
     return model, mctx
 
@@ -349,7 +393,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
     started = time.time()
     if isinstance(cfg.get("threads"), int) and cfg.threads > 0:
         torch.set_num_threads(int(cfg.threads))
-    run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}"
+    # Absolute, so that the stored run_dir is found from any working directory (reports, notebooks).
+    run_dir = (Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}").resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -391,15 +436,21 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         row.update(config_hash=hash_, data_fingerprint=ctx.data_fingerprint)
         log.info("Config %s, data %s", hash_, ctx.data_fingerprint)
         device = evaluation_device(str(cfg.evaluation.device), ctx.methods[-1])
+        extras = cfg.evaluation.get("extra_metrics")
+        extras = OmegaConf.to_container(extras, resolve=True) if OmegaConf.is_config(extras) else extras
+        extra_metrics = load_extra_metrics(extras, ctx.task)
         ctx.tracker.start(resolved, row, group=row["sweep_id"])
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
         row.update(flatten_method_params(stages))
         ctx.task.load()  # logs each split's size and source once
+        prepare_pretrained(ctx)
         ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, Path(cfg.paths.cache_dir))
         ctx.task.setup(ctx.tokenizer)
         prepare_teacher(ctx, row)
+        compress_start = time.perf_counter()
         model, mctx = apply_methods(ctx)
+        row.update(training_cost(time.perf_counter() - compress_start, ctx.step_times_s, ctx.teacher_time_s))
         export_dir = write_export(ctx, model, mctx)
         if cfg.evaluation.evaluate_reloaded_export:
             model = load_export(export_dir)
@@ -411,6 +462,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         baseline = ctx.teacher.to(device)  # the fp32 model the latency ratio is measured against
         row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, size_bytes, run_dir,
                                 cfg.evaluation, cfg.task))
+        if extra_metrics:
+            row.update(extra_quality(extra_metrics, *ctx.task.saved_predictions(run_dir)))
         row["status"] = "ok"
     except Exception as exc:  # every failure becomes a row
         ctx.guard.disarm()

@@ -23,7 +23,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 #: Task fields that only affect evaluation, not the fine-tuned weights.
-EVAL_ONLY_TASK_FIELDS = ("eval_batch_size", "max_eval_samples", "num_beams", "max_new_tokens", "stride")
+EVAL_ONLY_TASK_FIELDS = ("eval_batch_size", "max_eval_samples", "num_beams", "max_new_tokens", "stride",
+                         "ppl_protocol")
 DONE_FILE = "teacher.json"
 
 
