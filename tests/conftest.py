@@ -1,11 +1,17 @@
-"""Shared test set-up: keep torch to one thread (the CI machine has 2 shared cores)."""
+"""Shared test set-up: one torch/OpenMP thread for the tests and every CLI they start (the CI
+machine has 2 shared cores; two threads there made runs up to 18x slower). Set here, not in the
+shell, so that ``python -m pytest`` and ``.ci/run`` are the same thing."""
 
 import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# Before torch is imported: OpenMP reads these once; subprocesses inherit them.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "disabled")

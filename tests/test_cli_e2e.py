@@ -89,7 +89,7 @@ def test_incompatible_model_and_task_is_refused_before_any_work(run_compbench):
     proc, rows = run_compbench("model=tiny_bart", "task=smoke", check=False)
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert "task 'smoke' (token_classification) needs a encoder or decoder model" in message
+    assert "task 'smoke' (token_classification) needs an encoder or decoder model" in message
     assert "compatible models:" in message and "tiny_afriberta" in message
     assert rows[0]["status"] == "failed" and "compatible models" in rows[0]["error"]
     assert rows[0]["duration_s"] < 30 and not list((Path(rows[0]["run_dir"])).glob("export"))

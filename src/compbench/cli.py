@@ -12,7 +12,6 @@ Configs live in ``conf/`` at the repository root (``COMPBENCH_CONF_DIR`` overrid
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -42,23 +41,15 @@ CONF_DIR = find_conf_dir()
 _exit_code = 0
 
 
-def format_row(row: dict[str, Any]) -> str:
-    """The row as a two-column table: identity, config, method parameters, then metrics."""
-    keys = ["run_id", "status", "error", "model", "task", "lang", "method", "seed", "teacher_reused", "duration_s"]
-    keys += sorted(k for k in row if k.startswith("method."))
-    for prefix in ("quality.", "calib.", "robust.", "eff."):
-        keys += sorted(k for k in row if k.startswith(prefix))
-    lines = []
-    for key in keys:
-        value = row.get(key)
-        if value in (None, ""):
-            continue
-        if isinstance(value, float):
-            value = f"{value:.4g}" if math.isfinite(value) else str(value)
-        lines.append((key, str(value)))
-    width = max(len(k) for k, _ in lines)
-    rule = "-" * (width + 2 + max(len(v) for _, v in lines))
-    return "\n".join([rule, *(f"{k:<{width}}  {v}" for k, v in lines), rule, f"run directory: {row.get('run_dir')}"])
+def teacher_baseline_row(db: Path, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest ok ``method=none`` row of the same teacher in the store (the fp32 baseline)."""
+    from compbench.records.store import ResultsStore
+
+    if not row.get("teacher_hash") or not Path(db).exists():
+        return None
+    same = [r for r in ResultsStore(db).rows() if r.get("method") == "none" and r.get("status") == "ok"
+            and r.get("teacher_hash") == row["teacher_hash"]]
+    return max(same, key=lambda r: str(r.get("started_at")), default=None)
 
 
 def sweep_label(cfg: DictConfig) -> str:
@@ -74,14 +65,16 @@ def sweep_label(cfg: DictConfig) -> str:
 def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
     """In a multirun, the stored ok row of this config when the job can be skipped (resuming the
     sweep), else None. A single run always computes: running one config is an explicit request."""
-    from omegaconf import OmegaConf
-
-    from compbench.records.schema import config_hash
+    from compbench.training.pipeline import run_fingerprint
     from compbench.training.resume import done_row
 
     if cfg.get("force") or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return done_row(Path(cfg.paths.db), config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    try:  # keyed by config and data: a done config whose files were edited runs again
+        hash_, _ = run_fingerprint(cfg)
+    except Exception:  # noqa: BLE001 - a broken config or data is reported by the run itself
+        return None
+    return done_row(Path(cfg.paths.db), hash_)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -90,44 +83,58 @@ def app(cfg: DictConfig) -> float | None:
     every exception is caught here, so Hydra's launchers go on with the next job."""
     from omegaconf import open_dict
 
+    from compbench.console import setup_console
+    from compbench.errors import show_traceback, user_sentence
+    from compbench.reporting.summary import run_summary
     from compbench.sweeps import write_outcome
     from compbench.training.pipeline import run
 
     global _exit_code
+    setup_console(verbose=bool(cfg.get("verbose", False)))
     job_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_id = ""
     try:
         done = skip_if_done(cfg)
         if done is not None:
             log.info("Skipped: config %s is done (ok run %s); force=true recomputes it",
                      done["config_hash"], done["run_id"])
-            write_outcome(job_dir, "skipped")
-            return main_metric(done)
+            write_outcome(job_dir, "skipped", done["run_id"])
+            return main_metric_value(done)
         with open_dict(cfg):
             cfg.sweep_id = sweep_label(cfg)
         row, error = run(cfg, CONF_DIR)
-        print(format_row(row), flush=True)
+        run_id = str(row.get("run_id", ""))
+        # A failed run says why in one sentence below; a sweep prints one table at its end.
+        if error is None and HydraConfig.get().mode == RunMode.RUN:
+            print(run_summary(row, teacher_baseline_row(Path(cfg.paths.db), row), Path(cfg.paths.db)), flush=True)
     except Exception as exc:  # noqa: BLE001 - the last guard of a sweep job (e.g. the store is unreachable)
         row, error = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, exc
-        log.exception("compbench job failed outside the run")
-    write_outcome(job_dir, "failed" if error is not None else "ok")
+        log.error("compbench job failed outside the run: %s", row["error"], exc_info=show_traceback())
+    write_outcome(job_dir, "failed" if error is not None else "ok", run_id)
     if error is not None:
-        print(f"compbench: run failed: {row['error']}", file=sys.stderr, flush=True)
+        print(f"compbench: run failed: {user_sentence(error)}", file=sys.stderr, flush=True)
         if HydraConfig.get().mode == RunMode.RUN:
             _exit_code = 1
         return None
-    return main_metric(row)
+    return main_metric_value(row)
 
 
-def main_metric(row: dict[str, Any]) -> float | None:
+def main_metric_value(row: dict[str, Any]) -> float | None:
     """A scalar for sweepers that optimise (Optuna): the task's main quality metric."""
-    for key in ("quality.f1", "quality.rougeL", "quality.ppl"):
-        if row.get(key) is not None:
-            return float(row[key])
-    return None
+    from compbench.reporting.summary import main_metric
+
+    key = main_metric(row)
+    return float(row[key]) if key is not None else None
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. A mistake on the command line (a misspelled group option or
+    key, a missing mandatory value) is refused in one sentence before Hydra starts."""
+    from compbench.preflight import check_command_line
+
+    problem = check_command_line(sys.argv[1:], CONF_DIR)
+    if problem:
+        sys.exit(f"compbench: {problem}")
     app()
     sys.exit(_exit_code)
 

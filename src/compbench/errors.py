@@ -1,5 +1,38 @@
 """Errors that compbench reports to the user as one clear sentence."""
 
+from __future__ import annotations
+
+import os
+
 
 class ConfigError(ValueError):
     """Bad input: what is wrong and how to fix it, raised before any expensive work."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or gradients became NaN/Inf; the run stops instead of wasting steps."""
+
+
+class Preempted(RuntimeError):
+    """The run received SIGTERM (SLURM pre-emption): it checkpointed and stopped; re-run to resume."""
+
+
+#: Exceptions whose message is written for the user: printed without the exception's type.
+USER_ERRORS = (ConfigError, TrainingDiverged, Preempted)
+
+
+def show_traceback() -> bool:
+    """Whether failures print their Python traceback: ``COMPBENCH_DEBUG=1`` or ``HYDRA_FULL_ERROR=1``.
+
+    Either way the traceback of a failed run is kept in its run directory (``traceback.txt``).
+    """
+    return os.environ.get("COMPBENCH_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def user_sentence(exc: BaseException) -> str:
+    """The one line a user reads about ``exc``: our own sentences as written, else ``Type: message``."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if isinstance(exc, USER_ERRORS) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

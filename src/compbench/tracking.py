@@ -75,6 +75,15 @@ class Tracker:
                 "entry for api.wandb.ai is set; run `wandb login`, export WANDB_API_KEY, or use "
                 "logger.wandb.mode=offline."
             )
+        if mode == "online":
+            from compbench.hub import host_reachable
+
+            url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+            if not host_reachable(url):
+                raise ConfigError(
+                    f"logger.wandb.mode=online but {urlparse(url).hostname} is unreachable from this machine; "
+                    "use logger.wandb.mode=offline and upload later with `wandb sync`."
+                )
 
     def start(self, resolved_cfg: dict[str, Any], row: dict[str, Any], group: str) -> None:
         """Open the W&B run (if configured) with the resolved config, group, job type and tags."""

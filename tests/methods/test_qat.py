@@ -1,13 +1,14 @@
-"""QAT: loss regression with fixed seeds, distillation wiring, param groups, frozen levels, exports."""
+"""QAT: losses against written-out references, distillation wiring, param groups, frozen levels, exports."""
 
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from compbench.errors import ConfigError
 from compbench.methods import build_method
-from compbench.methods.base import MethodContext
+from compbench.methods.base import MethodContext, method_training_step
 from compbench.methods.export import load_export
 from compbench.methods.qat import QAT
 from compbench.methods.quantizers import QuantEmbedding, QuantLinear, Quantizer
@@ -16,29 +17,68 @@ from test_ptq_weight_only import CONF
 
 FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
-# Recorded on the 2-core CPU machine (torch 2.13, 1 thread) with the settings in the tests below.
-TASK_TRAJECTORY_DECODER_LSQ_448 = [4.56817, 4.15544, 3.94508, 3.9006, 3.3382, 2.98921, 2.70117, 2.37872]
-KD_TRAJECTORY_SEQ2SEQ_LSQ_228 = [0.02849, 0.01433, 0.00859, 0.00876, 0.00777, 0.00603, 0.00544, 0.00508]
-
-
 def _train(family, method, teacher=None, steps=8, lr=1e-2):
     torch.manual_seed(0)
     batches = [tiny_batch(family, seed=0)] * steps
     return run_steps(method, tiny_model(family, seed=0), batches, teacher=teacher, lr=lr, family=family)
 
 
-def test_task_loss_regression_decoder_lsq():
+def _trajectory_against_reference(family, method, reference_loss, teacher=None, steps=8, lr=1e-2):
+    """Train ``steps`` AdamW steps on one batch; at every step compare the method's loss with
+    ``reference_loss(batch, student_logits, teacher_logits)`` written out in plain torch ops on
+    the same outputs. Returns the losses. (Unlike a trajectory recorded on one day, which drifts
+    with dependency releases, these hold for any correct implementation.)"""
+    torch.manual_seed(0)
+    batch = tiny_batch(family, seed=0)
+    ctx = MethodContext(family=family, teacher=teacher)
+    method.check(ctx)
+    model = method.prepare(tiny_model(family, seed=0), ctx)
+    model.train()
+    opt = torch.optim.AdamW(method.param_groups(model, lr, 0.0), lr=lr)
+    losses = []
+    for step in range(steps):
+        loss, _, student = method_training_step(method, model, teacher, batch)
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(**batch).logits
+        reference = reference_loss(batch, student.logits.detach(), teacher_logits)
+        torch.testing.assert_close(loss.detach(), reference, rtol=1e-5, atol=1e-6)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.on_train_step(model, step + 1, steps)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _next_token_cross_entropy(batch, logits, _teacher_logits):
+    vocab = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab), batch["labels"][:, 1:].reshape(-1))
+
+
+def _written_out_kd(temperature):
+    def kd(_batch, logits, teacher_logits):
+        # Hinton et al. (2015): T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes and
+        # averaged over the (all valid) positions.
+        p_t = torch.softmax(teacher_logits / temperature, -1)
+        kl = (p_t * (torch.log(p_t) - torch.log_softmax(logits / temperature, -1))).sum(-1)
+        return kl.mean() * temperature**2
+
+    return kd
+
+
+def test_task_loss_decoder_lsq_is_next_token_cross_entropy_and_decreases():
     method = QAT(w_bits=4, e_bits=4, a_bits=8, quantizer="lsq", max_steps=8, lr=1e-2, distill=False)
-    _, losses = _train("decoder", method)
-    assert losses == pytest.approx(TASK_TRAJECTORY_DECODER_LSQ_448, rel=2e-3)
+    losses = _trajectory_against_reference("decoder", method, _next_token_cross_entropy)
+    assert all(b < a for a, b in zip(losses[:4], losses[1:5]))  # the first steps go down monotonically
     assert losses[-1] < 0.6 * losses[0]
 
 
-def test_distillation_loss_regression_seq2seq_lsq():
+def test_distillation_loss_seq2seq_lsq_is_written_out_kd_and_decreases():
     teacher = tiny_model("encoder_decoder", seed=1)
     method = QAT(w_bits=2, e_bits=2, a_bits=8, quantizer="lsq", max_steps=8, lr=1e-2, kd_temperature=2.0)
-    _, losses = _train("encoder_decoder", method, teacher=teacher)
-    assert losses == pytest.approx(KD_TRAJECTORY_SEQ2SEQ_LSQ_228, rel=2e-3, abs=1e-5)
+    losses = _trajectory_against_reference("encoder_decoder", method, _written_out_kd(2.0), teacher=teacher)
     assert losses[-1] < 0.3 * losses[0]
 
 

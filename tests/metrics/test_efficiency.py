@@ -12,6 +12,7 @@ from torch.nn.utils import prune
 
 from compbench.errors import ConfigError
 from compbench.metrics.efficiency import (
+    compile_for_timing,
     bits_per_param,
     count_parameters,
     hardware_string,
@@ -217,3 +218,29 @@ def test_training_cost_columns_are_registered_and_defined_only_when_measured():
                    "eff.teacher_train_time_s": 40.0}
     assert all(spec_for(column) is not None for column in row)
     assert training_cost(0.5, [], None) == {"eff.train_time_s": 0.5, "eff.train_steps": 0}
+
+
+class _Scale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, input_ids):
+        return self.linear(input_ids.float().unsqueeze(-1).expand(*input_ids.shape, 4))
+
+
+def test_compiled_models_time_like_eager_ones_and_report_compile_time_apart():
+    model = _Scale().eval()
+
+    def make_inputs(b):
+        return {"input_ids": torch.arange(3 * b).reshape(b, 3)}
+
+    compiled, seconds = compile_for_timing({"m": model}, make_inputs, batch_sizes=(1, 2), threads=1)
+    assert seconds["m"] > 0
+    with torch.inference_mode():
+        assert torch.allclose(compiled["m"](**make_inputs(2)), model(**make_inputs(2)))
+    timings = measure_latency({"m": compiled["m"], "eager": model}, make_inputs, batch_sizes=(1, 2),
+                              warmup=0, repeats=2, baseline="eager")
+    assert timings["m"]["eff.latency_ms_p50"] > 0 and "eff.speedup" in timings["m"]
+    for column in ("eff.compiled", "eff.compile_time_s"):
+        assert spec_for(column) is not None

@@ -166,3 +166,33 @@ def test_error_summary_and_timestamp_fit_the_row():
     stamp = utc_timestamp()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", stamp)
     validate_row({**GOOD, "status": "failed", "error": summary, "started_at": stamp})
+
+
+def test_lock_hash_is_the_lock_files_sha256_and_flags_drift(tmp_path):
+    import hashlib
+    from importlib import metadata
+
+    from compbench.records.schema import lock_hash
+
+    lock = tmp_path / "cpu.txt"
+    lock.write_text(f"# a comment\ntorch=={metadata.version('torch')}\nnumpy=={metadata.version('numpy')}\n")
+    assert lock_hash(lock) == hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    lock.write_text(f"torch=={metadata.version('torch')}\nnumpy==0.0.1\n")
+    assert lock_hash(lock) == hashlib.sha256(lock.read_bytes()).hexdigest()[:12] + "+drift"
+    lock.write_text("a-package-that-is-not-installed==1.0\n")
+    assert lock_hash(lock).endswith("+drift")
+    assert lock_hash(tmp_path / "missing.txt") == "unlocked"
+
+
+def test_the_checkouts_lock_pins_every_installed_dependency_of_compbench():
+    """The lock file lists every distribution compbench requires, at an exact version."""
+    import re
+    from importlib import metadata
+
+    from compbench.records.schema import LOCK_FILE
+
+    locked = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
+              for line in LOCK_FILE.read_text().splitlines() if "==" in line and not line.startswith("#")}
+    required = {re.sub(r"[-_.]+", "-", re.split(r"[ ;<>=!~\[]", req)[0]).lower()
+                for req in metadata.requires("compbench") or [] if "extra ==" not in req}
+    assert required <= locked, f"not in {LOCK_FILE}: {sorted(required - locked)}; run constraints/update.sh"

@@ -35,6 +35,8 @@ def test_hydra_sweep_file_composes_with_its_first_grid_point(path):
     cfg = compose(path.stem, *first)
     for override in first:
         key, value = override.split("=")
+        if (SWEEPS / key.lstrip("+")).is_dir():  # a config group of the study (its arms): composing is the check
+            continue
         node = cfg
         for part in key.split("."):
             node = node[part]
@@ -56,3 +58,32 @@ def test_outcome_markers_are_counted(tmp_path):
     for num, outcome in enumerate(["ok", "skipped", "skipped", "failed"]):
         write_outcome(tmp_path / str(num), outcome)
     assert summary_line(count_outcomes(tmp_path)) == "skipped 2 done, ran 2: 1 ok, 1 failed"
+
+
+STUDY_GROUPS = sorted(p for p in SWEEPS.iterdir() if p.is_dir() and p.name != "wandb")
+
+
+@pytest.mark.parametrize("group", STUDY_GROUPS, ids=lambda p: p.name)
+def test_every_arm_of_a_study_exists_and_composes(group):
+    """A study's arms (``+<group>=<arm>``) are files of its group; each composes in-process and
+    picks the method its file overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from compbench.cli import CONF_DIR
+    from compbench.methods import build_methods
+
+    sweep = next(p for p in HYDRA_SWEEPS if f"+{group.name}" in yaml.safe_load(p.read_text())["hydra"]["sweeper"]["params"])
+    arms = str(yaml.safe_load(sweep.read_text())["hydra"]["sweeper"]["params"][f"+{group.name}"]).split(",")
+    files = {p.stem for p in group.glob("*.yaml")}
+    assert set(arms) <= files, f"arms without a file: {sorted(set(arms) - files)}"
+    # The sweep file is the primary config; conf/ (its `config` default) joins the search path.
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        for arm in sorted(files):
+            text = (group / f"{arm}.yaml").read_text()
+            assert text.startswith("# @package _global_")
+            cfg = hydra_compose(config_name=sweep.stem, overrides=[f"hydra.searchpath=[file://{CONF_DIR}]",
+                                                                    f"+{group.name}={arm}"])
+            method = yaml.safe_load(text)["defaults"][0]["override /method"]
+            assert cfg.method.name == method, arm
+            build_methods(cfg.method)  # its parameters exist and validate (one sentence otherwise)

@@ -78,7 +78,7 @@ def test_documents_longer_than_the_context_are_scored_with_a_sliding_window(lm_s
     assert sum(d["nll_sum"] for d in docs) == pytest.approx(full, rel=0.05)
 
 
-def test_ner_labels_sit_on_first_subwords_and_truncated_words_are_predicted_O(tmp_path):
+def test_ner_labels_sit_on_first_subwords_and_truncated_words_are_predicted_O(tmp_path, caplog):
     sentences = synthetic.ner_sentences(60, 0)
     tok = train_bpe_tokenizer([" ".join(t) for t, _ in sentences], "encoder", 300, tmp_path / "tok")
     task = TokenClassificationTask(name="ner", source="synthetic", max_length=8,
@@ -102,6 +102,10 @@ def test_ner_labels_sit_on_first_subwords_and_truncated_words_are_predicted_O(tm
     assert metrics["quality.f1"] == pytest.approx(f1_score(gold, pred))
     max_words = max(len({w for w in f["word_ids"] if w >= 0}) for f in task.features["test"])
     assert all(p == "O" for seq in pred for p in seq[max_words:])
+    # The truncation warning names the split and, for perturbed copies, the perturbation.
+    with caplog.at_level("WARNING", logger="compbench"):
+        task.with_test_examples(task.splits["test"], "perturbation char_swap").evaluate(model, None)
+    assert "test (perturbation char_swap) split:" in caplog.text and "beyond max_length=8" in caplog.text
 
 
 def test_ner_f1_edge_cases():

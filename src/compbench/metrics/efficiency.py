@@ -15,6 +15,7 @@ hits both alike. Typical pipeline use::
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from torch.nn.utils import prune
 from compbench.errors import ConfigError
 from compbench.records.schema import cpu_model
 
+log = logging.getLogger(__name__)
 
 
 _MB = 1e6
@@ -136,6 +138,7 @@ def bits_per_param(export_size_bytes: int, params: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------ latency
 def _device_of(model: nn.Module) -> torch.device:
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd module
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -160,6 +163,7 @@ def measure_latency(
     repeats: int = 20,
     threads: int | None = None,
     baseline: str | None = None,
+    samples_out: dict[str, dict[int, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Time the forward pass of several models interleaved in this process.
 
@@ -177,6 +181,8 @@ def measure_latency(
         threads: ``torch.set_num_threads`` during the timing (restored after); None keeps the
             current setting. Recorded as ``eff.threads``.
         baseline: name of the model the ratios are taken against; None gives no ratio columns.
+        samples_out: if given, filled with name -> batch size -> every timed latency (ms, in
+            round order), for callers that keep the raw timings (``compbench.bench``).
 
     Returns:
         name -> ``eff.latency_ms_p50/_p90`` (batch 1), ``eff.latency_ms_p50_b{B}/_p90_b{B}``,
@@ -202,7 +208,8 @@ def measure_latency(
             torch.set_num_threads(threads)
         used_threads = torch.get_num_threads()
         for model in models.values():
-            model.eval()
+            if isinstance(model, nn.Module):
+                model.eval()
         with torch.inference_mode():
             for batch_size in sorted(set(batch_sizes)):
                 cpu_inputs = make_inputs(batch_size)
@@ -221,6 +228,8 @@ def measure_latency(
     finally:
         torch.set_num_threads(previous_threads)
 
+    if samples_out is not None:
+        samples_out.update(samples)
     largest = max(batch_sizes)
     results: dict[str, dict[str, float]] = {}
     for name in names:
@@ -240,6 +249,40 @@ def measure_latency(
             row["eff.latency_ratio"] = row["eff.latency_ms_p50"] / base
             row["eff.speedup"] = base / row["eff.latency_ms_p50"]
     return results
+
+
+def compile_for_timing(
+    models: Mapping[str, nn.Module],
+    make_inputs: Callable[[int], Mapping[str, Any]],
+    batch_sizes: tuple[int, ...] = (1, 8),
+    threads: int | None = None,
+) -> tuple[dict[str, Callable[..., Any]], dict[str, float]]:
+    """``torch.compile`` each model and compile it for every timed batch size, outside any timing.
+
+    Returns (name -> compiled callable, name -> seconds spent compiling). The seconds are the
+    wall time of the first call per batch size (Dynamo tracing + Inductor code generation + that
+    one forward), under ``inference_mode`` like :func:`measure_latency`, so the timed calls that
+    follow hit the compiled graphs without recompiling. They are reported on their own
+    (``eff.compile_time_s``) and never enter the latency.
+    """
+    previous_threads = torch.get_num_threads()
+    compiled: dict[str, Callable[..., Any]] = {}
+    seconds: dict[str, float] = {}
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for name, model in models.items():
+            model.eval()
+            compiled[name] = torch.compile(model)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                for batch_size in sorted(set(batch_sizes)):
+                    compiled[name](**_to_device(make_inputs(batch_size), _device_of(model)))
+            _synchronize(_device_of(model))
+            seconds[name] = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous_threads)
+    return compiled, seconds
 
 
 # ------------------------------------------------------------------------------ memory
@@ -285,7 +328,10 @@ def _cpu_forward_peak_bytes(model: nn.Module, inputs: Mapping[str, Any]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from compbench.console import native_stderr_to_log
+
+    # Kineto announces every profiling session on fd 2 ("USDT: ... profiler_start"): to run.log.
+    with native_stderr_to_log(log), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         output = model(**inputs)
         del output
     events = [

@@ -149,3 +149,5 @@ register("eff.train_time_s", False, description="wall time of the method chain (
 register("eff.train_steps", None, description="compression-training steps run (this attempt, if resumed)")
 register("eff.train_step_ms", False, description="median wall time of one compression-training step, ms")
 register("eff.teacher_train_time_s", None, description="wall time the teacher's fine-tuning took (cached teachers: when trained), s")
+register("eff.compiled", None, description="whether the latency was timed on torch.compile'd models (evaluation.compile)")
+register("eff.compile_time_s", False, description="torch.compile time of the compressed model (first call per batch size), s; not in the latency")

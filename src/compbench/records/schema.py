@@ -41,9 +41,14 @@ IDENTITY_COLUMNS: tuple[str, ...] = (
     "torch_version",
     "transformers_version",
     "compbench_version",
+    "lock_hash",
     "run_dir",
     "teacher_hash",
     "teacher_reused",
+    # sha-derived identity of the data the run read (compbench.tasks.fingerprint); part of config_hash
+    "data_fingerprint",
+    # the debug config the run was made with (e.g. "fast"), empty for a real run; reports skip such rows
+    "debug",
 )
 
 #: Config columns, in display order. ``lang`` is empty where the task has no language.
@@ -71,7 +76,7 @@ STATUSES: tuple[str, ...] = ("ok", "failed")
 #: ``config_hash`` so that two runs differing only in these share a hash (and a cached result):
 #: where files go (``paths``, ``hydra``), how progress is shown or logged (``logger``,
 #: progress bar, model summary, log interval, ``extras``, ``print_config``), run labels
-#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), the results store location, and how a run
+#: (``sweep_id``, ``tags``, ``task_name``, ``run_id``), console verbosity (``verbose``), the results store location, and how a run
 #: is resumed (``force``, ``resume``: checkpointing does not change what is computed).
 CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "paths",
@@ -83,6 +88,7 @@ CONFIG_HASH_IGNORE: tuple[str, ...] = (
     "task_name",
     "extras",
     "print_config",
+    "verbose",
     "store",
     "force",
     "resume",
@@ -146,8 +152,37 @@ def hardware() -> str:
     return f"{cpu_model()} ({cores} cores)"
 
 
+#: The lock file of the checkout (exact versions of every dependency; constraints/update.sh).
+LOCK_FILE = Path(__file__).resolve().parents[3] / "constraints" / "cpu.txt"
+
+
+def lock_hash(lock_file: Path = LOCK_FILE) -> str:
+    """The first 12 hex digits of the lock file's SHA-256, with ``+drift`` when an installed
+    distribution's version differs from the lock (or a locked one is missing), so a row says
+    whether it ran in the locked environment. ``unlocked`` without a lock file (a wheel install)."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        text = lock_file.read_text(encoding="utf-8")
+    except OSError:
+        return "unlocked"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    for line in text.splitlines():
+        name, sep, version = line.strip().partition("==")
+        if not sep or name.startswith("#"):
+            continue
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return f"{digest}+drift"
+        if installed != version:
+            return f"{digest}+drift"
+    return digest
+
+
 def provenance() -> dict[str, str]:
-    """The provenance columns of a row: git sha, hardware and library versions."""
+    """The provenance columns of a row: git sha, hardware, library versions and the lock's hash."""
     import torch
     import transformers
 
@@ -159,6 +194,7 @@ def provenance() -> dict[str, str]:
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "compbench_version": compbench.__version__,
+        "lock_hash": lock_hash(),
     }
 
 
@@ -199,12 +235,15 @@ def _json_default(value: Any) -> Any:
     )
 
 
-def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNORE) -> str:
+def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNORE,
+                data_fingerprint: str | None = None) -> str:
     """Hash of the resolved config: sha256 of its canonical JSON, first 16 hex digits.
 
     Args:
         cfg: the resolved config as nested dicts (an OmegaConf ``DictConfig`` is resolved here).
         ignore: dotted key paths left out because they do not change results.
+        data_fingerprint: the fingerprint of the data the run reads (``Task.fingerprint``); with
+            it, the same config on edited data is a different config.
 
     Returns:
         16 lowercase hex digits; equal configs (up to key order and ignored keys) hash equal.
@@ -221,6 +260,8 @@ def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = CONFIG_HASH_IGNO
     pruned = copy.deepcopy(dict(cfg))
     for dotted in ignore:
         _drop_path(pruned, dotted)
+    if data_fingerprint:
+        pruned["__data_fingerprint__"] = data_fingerprint
     canonical = json.dumps(
         pruned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
     )

@@ -150,6 +150,22 @@ class ResultsStore:
         return {row[1]: row[2].upper() for row in info}
 
     # ------------------------------------------------------------------ writing
+    def check_usable(self) -> None:
+        """Refuse, in one sentence, a store that cannot be opened or written (before a run's work).
+
+        Creates the (empty) table when the file is new; waits out a lock like ``append`` does.
+        """
+        from compbench.errors import ConfigError
+
+        try:
+            self._with_retries(lambda conn: None)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"paths.db={self.path} is not a usable compbench results store ({exc}); "
+                              "move the file away or set paths.db to another file.") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot create the results store {self.path} ({exc.strerror}); "
+                              "set paths.output_dir (or paths.db) to a writable folder.") from exc
+
     def append(self, row: Mapping[str, Any]) -> None:
         """Validate ``row`` and store it in one transaction (adding any new columns).
 

@@ -42,6 +42,9 @@ class Task(ABC):
     name: str = "task"
     source: str = "auto"
     data_dir: str | None = None
+    #: Used as ``data_dir`` when that is null and this folder exists (the task YAMLs point it at
+    #: ``${paths.data_root}/<task>/<lang>``), so real data beside the checkout needs no flag.
+    default_data_dir: str | None = None
     hub_dataset: str | None = None
     hub_config: str | None = None
     lang: str | None = None
@@ -68,6 +71,10 @@ class Task(ABC):
     local_suffixes: ClassVar[tuple[str, ...]] = (".txt",)
 
     def __post_init__(self) -> None:
+        if (self.data_dir is None and self.default_data_dir and self.source in ("auto", "local")
+                and Path(self.default_data_dir).is_dir()):
+            log.info("task.data_dir not set: reading %s (task.default_data_dir)", self.default_data_dir)
+            self.data_dir = self.default_data_dir
         if self.source == "auto":
             self.source = "local" if self.data_dir else "hub"
         if self.source not in ("local", "hub", "synthetic"):
@@ -81,6 +88,8 @@ class Task(ABC):
         if not 0 < self.derive_fraction < 1:
             raise ConfigError(f"task.derive_fraction must be in (0, 1), got {self.derive_fraction}.")
         self.splits: dict[str, list[Any]] = {}
+        #: Digest of each split's data as read (file sha256, hub fingerprint); see ``fingerprint``.
+        self.split_digests: dict[str, str] = {}
         self.features: dict[str, Any] = {}
         self.tokenizer = None
 
@@ -95,6 +104,14 @@ class Task(ABC):
                 raise ConfigError(
                     f"task.data_dir={data_dir} has no test split (expected e.g. test{self.local_suffixes[0]})."
                 )
+        elif self.source == "hub" and not Path(str(self.hub_dataset)).exists():
+            from compbench.hub import hub_reachable
+
+            if not hub_reachable():
+                raise ConfigError(
+                    f"task '{self.name}' would download the hub dataset {self.hub_dataset!r}, but the Hugging Face "
+                    f"Hub is unreachable; set task.data_dir=<folder with the {self.name} split files>."
+                )
 
     def _find(self, data_dir: Path, split: str) -> Path | None:
         from compbench.tasks.readers import find_split_file
@@ -108,17 +125,19 @@ class Task(ABC):
         self.check_data()
         if self.source == "synthetic":
             splits = {s: self.read_synthetic(s, self.synthetic_sizes[s]) for s in SPLITS}
-            self.provenance = {s: f"synthetic smoke data, {len(v)} examples" for s, v in splits.items()}
+            self.provenance = {s: "synthetic smoke data" for s in splits}
         elif self.source == "local":
             splits = {}
             for split in SPLITS:
                 path = self._find(Path(self.data_dir), split)
                 if path is not None:
-                    splits[split] = self.read_local(path)
+                    splits[split] = self._read_checked(path)
                     self.provenance[split] = str(path)
             self._derive_missing(splits)
         else:
             splits = self._load_hub()
+        for split, examples in splits.items():
+            self.validate_examples(split, examples)
         for split in ("validation", "test"):
             if self.max_eval_samples is not None:
                 splits[split] = splits[split][: self.max_eval_samples]
@@ -129,25 +148,67 @@ class Task(ABC):
         self.splits = splits
         return splits
 
+    def _read_checked(self, path: Path) -> list[Any]:
+        """``read_local(path)``, with undecodable bytes and malformed lines as one sentence."""
+        try:
+            return self.read_local(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                f"convert it, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8."
+            ) from exc
+        except ValueError as exc:  # the readers' messages name file and line
+            raise ConfigError(f"{str(exc).splitlines()[0].rstrip('.')}; fix that line of the file.") from exc
+
+    def validate_examples(self, split: str, examples: list[Any]) -> None:
+        """Refuse examples the task cannot use (e.g. NER tags outside ``labels``); default: all fine."""
+
+    def _split_for_derivation(self, examples: list[Any], cut: float) -> tuple[list[Any], list[Any], str]:
+        """Cut ``examples`` into (first ``cut``, rest) and say how.
+
+        By examples when there are at least two; a corpus read as one stream (``doc_split:
+        none``, PTB) is one document, so it is cut by lines, and a single line by words, each
+        side staying one stream. Returns ([], [], reason) when nothing can be cut.
+        """
+        if len(examples) >= 2:
+            k = min(max(1, int(len(examples) * cut)), len(examples) - 1)
+            return examples[:k], examples[k:], f"{len(examples)} examples"
+        if len(examples) == 1 and isinstance(examples[0], str):
+            for unit, parts, sep in (("lines", [l for l in examples[0].split("\n") if l.strip()], "\n"),
+                                     ("words", examples[0].split(), " ")):
+                if len(parts) >= 2:
+                    k = min(max(1, int(len(parts) * cut)), len(parts) - 1)
+                    return [sep.join(parts[:k])], [sep.join(parts[k:])], f"{len(parts)} {unit} of one stream"
+        return [], [], f"{len(examples)} example(s)"
+
     def _derive_missing(self, splits: dict[str, list[Any]]) -> None:
         cut = self.derive_fraction
         for absent, source in (("train", "validation"), ("validation", "train")):
             if absent not in splits and source in splits:
-                full, src = splits[source], self.provenance[source]
-                k = max(1, int(len(full) * cut))
-                splits["train"], splits["validation"] = full[:k], full[k:]
-                self.provenance["train"] = f"derived: first {cut:.0%} of {src}"
-                self.provenance["validation"] = f"derived: last {1 - cut:.0%} of {src}"
+                src = self.provenance[source]
+                first, rest, unit = self._split_for_derivation(splits[source], cut)
+                if not first:
+                    raise ConfigError(
+                        f"task '{self.name}' has no {absent} split and cannot derive one from {src}, which holds "
+                        f"only {unit}; add a {absent} file to task.data_dir={self.data_dir}."
+                    )
+                splits["train"], splits["validation"] = first, rest
+                self.provenance["train"] = f"derived: first {cut:.0%} of {unit} in {src}"
+                self.provenance["validation"] = f"derived: last {1 - cut:.0%} of {unit} in {src}"
                 self.provenance[absent] += f" (no {absent} file in data_dir)"
+                log.info("Task %s: no %s split; derived train/validation %.0f/%.0f from %s of %s",
+                         self.name, absent, 100 * cut, 100 * (1 - cut), unit, src)
                 break
         missing = [s for s in SPLITS if s not in splits or not splits[s]]
         if missing:
-            raise ConfigError(f"task.data_dir={self.data_dir} yields no {', '.join(missing)} examples; check its files.")
+            where = f"task.data_dir={self.data_dir}" if self.source == "local" else f"hub dataset {self.hub_dataset}"
+            split = missing[0]
+            source = self.provenance.get(split, "")
+            what = f"{source} holds no examples (empty or only whitespace)" if source else f"{where} has no {split} split"
+            raise ConfigError(f"{what}; point task.data_dir at a folder whose {split} file has examples.")
 
     def _load_hub(self) -> dict[str, list[Any]]:
-        import datasets
-
-        ds = datasets.load_dataset(self.hub_dataset, self.hub_config)
+        ds = self._hub_dataset()
         names = {"train": ("train",), "validation": ("validation", "dev", "valid"), "test": ("test",)}
         splits = {}
         for split, candidates in names.items():
@@ -155,9 +216,45 @@ class Task(ABC):
                 if cand in ds:
                     splits[split] = [self.read_hub_row(row) for row in ds[cand]]
                     self.provenance[split] = f"hub {self.hub_dataset}/{self.hub_config or ''}:{cand}"
+                    self.split_digests[split] = hub_split_digest(ds[cand])
                     break
         self._derive_missing(splits)
         return splits
+
+    def _hub_dataset(self):
+        """``datasets.load_dataset(hub_dataset, hub_config)``, its failures as one sentence."""
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.hub_dataset, self.hub_config)
+        except (ConnectionError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"cannot load the hub dataset {self.hub_dataset!r} ({first.rstrip('.')}); "
+                f"set task.data_dir=<folder with the {self.name} split files> to read local files."
+            ) from exc
+
+    def fingerprint(self, cache_dir: Path | None = None) -> str:
+        """16 hex digits identifying the data this task reads (see ``compbench.tasks.fingerprint``).
+
+        Local files: their content sha256 (cached by path, size and mtime in ``cache_dir``);
+        hub data: the ``datasets`` fingerprint of each split, which follows the resolved
+        revision and data files; synthetic data: the generated examples.
+        """
+        from compbench.tasks.fingerprint import combine, examples_digest, file_digest
+
+        if self.source == "local":
+            self.check_data()
+            parts = {}
+            for split in SPLITS:
+                path = self._find(Path(self.data_dir), split)
+                if path is not None:
+                    parts[split] = file_digest(path, cache_dir)
+            return combine({"source": "local", **parts})
+        splits = self.load()
+        if self.source == "synthetic":
+            return combine({"source": "synthetic", **{s: examples_digest(splits[s]) for s in SPLITS}})
+        return combine({"source": "hub", **self.split_digests})
 
     # ------------------------------------------------------------------ to implement
     @abstractmethod
@@ -193,13 +290,20 @@ class Task(ABC):
         """The example with its *inputs* perturbed (labels kept aligned; references untouched)."""
         ...
 
-    def with_test_examples(self, examples: list[Any]) -> "Task":
-        """A copy of this (set-up) task whose test split is ``examples``, tokenized."""
+    def with_test_examples(self, examples: list[Any], label: str = "") -> "Task":
+        """A copy of this (set-up) task whose test split is ``examples``, tokenized; ``label``
+        names them in log messages (``perturbation char_swap``, ``OOD yor``)."""
         clone = copy.copy(self)
+        clone.test_label = label
         clone.splits = {**self.splits, "test": list(examples)}
         clone.features = dict(self.features)
         clone.features["test"] = clone.encode_split("test")
         return clone
+
+    def split_label(self, split: str) -> str:
+        """``split`` as log messages name it: ``test``, ``test (perturbation char_swap)``."""
+        label = getattr(self, "test_label", "") if split == "test" else ""
+        return f"{split} ({label})" if label else split
 
     #: Whether ``evaluate`` writes predictions that ``saved_predictions`` reads back.
     has_saved_predictions: ClassVar[bool] = False
@@ -246,6 +350,11 @@ class Task(ABC):
     @property
     def row_lang(self) -> str:
         return self.lang or ""
+
+
+def hub_split_digest(split_dataset: Any) -> str:
+    """The ``datasets`` library's fingerprint of a loaded split (its cache identity)."""
+    return str(getattr(split_dataset, "_fingerprint", "") or "")
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -90,15 +90,16 @@ class CausalLMTask(Task):
     def _load_hub(self) -> dict[str, list[Any]]:
         # Hub LM datasets (wikitext) hold one line per row: re-join them and split into documents
         # with the same policy as local files, so hub and local runs score identical documents.
-        import datasets
+        from compbench.tasks.base import hub_split_digest
 
-        ds = datasets.load_dataset(self.hub_dataset, self.hub_config)
+        ds = self._hub_dataset()
         splits = {}
         for split, cand in (("train", "train"), ("validation", "validation"), ("test", "test")):
             if cand in ds:
                 text = "\n".join(ds[cand][self.text_column])
                 splits[split] = split_documents(text, self.doc_split)
                 self.provenance[split] = f"hub {self.hub_dataset}/{self.hub_config or ''}:{cand}"
+                self.split_digests[split] = hub_split_digest(ds[cand])
         self._derive_missing(splits)
         return splits
 

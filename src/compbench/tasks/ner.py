@@ -19,6 +19,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from torch.utils.data import DataLoader
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
+from compbench.errors import ConfigError
 from compbench.tasks import synthetic
 from compbench.tasks.base import LogitsCallback, Task, model_device, to_device
 from compbench.tasks.readers import read_conll
@@ -99,6 +100,17 @@ class TokenClassificationTask(Task):
     def read_synthetic(self, split: str, n: int) -> list[tuple[list[str], list[str]]]:
         seed = {"train": 0, "validation": 1, "test": 2}[split]
         return synthetic.ner_sentences(n, seed=seed, unseen_rate=0.0 if split == "train" else 0.3)
+
+    def validate_examples(self, split: str, examples: list[Any]) -> None:
+        """With ``task.labels`` given, a tag outside it is a broken file, not something to guess at."""
+        if self.labels is None:
+            return
+        unknown = sorted({t for _, tags in examples for t in tags} - set(self.labels))
+        if unknown:
+            raise ConfigError(
+                f"{self.provenance.get(split, split)} has tag(s) {', '.join(unknown[:5])} outside task.labels "
+                f"({', '.join(self.labels)}); fix the file or list them in task.labels."
+            )
 
     def training_texts(self) -> list[str]:
         return [" ".join(tokens) for tokens, _ in self.load()["train"]]
@@ -203,7 +215,8 @@ class TokenClassificationTask(Task):
             len({w for w in f["word_ids"] if w >= 0}) for f in self.features[split]
         )
         if truncated:
-            log.warning("%d words beyond max_length=%d were predicted 'O'", truncated, self.max_length)
+            log.warning("%s split: %d words beyond max_length=%d were predicted 'O'",
+                        self.split_label(split), truncated, self.max_length)
         if out_dir is not None:
             write_conll_predictions(
                 Path(out_dir) / f"predictions_{split}.conll",

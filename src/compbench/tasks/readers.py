@@ -94,8 +94,11 @@ def read_jsonl(path: Path, document_key: str, summary_key: str) -> list[tuple[st
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if document_key not in row or summary_key not in row:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{line_no}: not a JSON object ({exc.msg})") from exc
+            if not isinstance(row, dict) or document_key not in row or summary_key not in row:
                 raise ValueError(f"{path}:{line_no}: needs keys {document_key!r} and {summary_key!r}")
             pairs.append((row[document_key], row[summary_key]))
     return pairs

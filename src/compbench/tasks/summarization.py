@@ -12,6 +12,7 @@ Generation settings (beams, maximum new tokens) are task parameters and go into 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,8 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from compbench.tasks import synthetic
 from compbench.tasks.base import LogitsCallback, Task, model_device, to_device
 from compbench.tasks.readers import read_jsonl
+
+log = logging.getLogger(__name__)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -83,6 +86,11 @@ class SummarizationTask(Task):
 
     def encode_split(self, split: str) -> list[dict[str, Any]]:
         pairs = self.splits[split]
+        lengths = self.tokenizer([d for d, _ in pairs], return_length=True)["length"]
+        too_long = sum(n > self.max_length for n in lengths)
+        if too_long:
+            log.warning("%s %s: %d of %d documents longer than max_length=%d tokens were truncated",
+                        self.name, split, too_long, len(pairs), self.max_length)
         enc = self.tokenizer([d for d, _ in pairs], truncation=True, max_length=self.max_length)
         tgt = self.tokenizer(text_target=[s for _, s in pairs], truncation=True, max_length=self.max_target_length)
         return [
@@ -111,7 +119,6 @@ class SummarizationTask(Task):
         size = self.batch_size if split == "train" else self.eval_batch_size
         return DataLoader(self.features[split], batch_size=size, shuffle=shuffle, collate_fn=collator)
 
-    @torch.no_grad()
     has_saved_predictions: ClassVar[bool] = True
 
     def saved_predictions(self, run_dir: Path, split: str = "test") -> tuple[list[str], list[str]]:
@@ -119,6 +126,7 @@ class SummarizationTask(Task):
         rows = [json.loads(line) for line in (Path(run_dir) / f"predictions_{split}.jsonl").read_text().splitlines()]
         return [r["prediction"] for r in rows], [r["reference"] for r in rows]
 
+    @torch.no_grad()
     def evaluate(self, model, out_dir: Path | None, split: str = "test", on_logits: LogitsCallback | None = None) -> dict[str, float]:
         device = model_device(model)
         model.eval()

@@ -23,7 +23,9 @@ from compbench.metrics.calibration import (
     calibration_metrics,
     temperature_scaled_metrics,
 )
-from compbench.metrics.efficiency import bits_per_param, count_parameters, measure_latency, peak_memory_mb
+from compbench.metrics.efficiency import (
+    bits_per_param, compile_for_timing, count_parameters, measure_latency, peak_memory_mb,
+)
 from compbench.metrics.registry import spec_for
 from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
 from compbench.tasks.base import Task
@@ -68,17 +70,20 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
     examples = task.splits["test"]
     if rob.max_examples is not None:
         examples = examples[: int(rob.max_examples)]
-    baseline = task.with_test_examples(examples) if len(examples) < len(task.splits["test"]) else task
+    capped = len(examples) < len(task.splits["test"])
+    baseline = task.with_test_examples(examples, "clean, capped") if capped else task
     clean_scores = baseline.evaluate(model, None, "test") if baseline is not task else clean
     drop_metric, drop_kind = task.robust_drop or (task.main_metric, "relative")
     scores = {}
     for p in perturbations:
         perturbed = [task.perturb_example(ex, p, example_rng(int(rob.seed), p.id, i)) for i, ex in enumerate(examples)]
-        result = task.with_test_examples(perturbed).evaluate(model, None, "test")
+        result = task.with_test_examples(perturbed, f"perturbation {p.id}").evaluate(model, None, "test")
         scores[p.id] = {m: result[m] for m in {task.main_metric, drop_metric}}
-        log.info("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
+        log.debug("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
     spec = spec_for(drop_metric)
     row = robustness_summary(clean_scores, scores, drop_metric, bool(spec.higher_is_better), drop_kind)
+    log.info("Robustness: %d perturbations of %d test examples, mean drop %.3f (%s of %s)",
+             len(perturbations), len(examples), row.get("robust.mean_drop", float("nan")), drop_kind, drop_metric)
     # The clean scores the drops are relative to: on the same (possibly capped) test examples.
     for metric in {task.main_metric, drop_metric}:
         row[f"robust.clean.{metric.split('.', 1)[1]}"] = clean_scores[metric]
@@ -105,7 +110,7 @@ def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, tas
         test = other.splits["test"]
         if cfg.robustness.max_examples is not None:
             test = test[: int(cfg.robustness.max_examples)]
-        score = task.with_test_examples(test).evaluate(model, None, "test")[task.main_metric]
+        score = task.with_test_examples(test, f"OOD {name}").evaluate(model, None, "test")[task.main_metric]
         row[f"robust.ood.{name}.{main}"] = score
         scores.append(score)
         log.info("OOD %s: %s=%.4f", name, task.main_metric, score)
@@ -122,6 +127,8 @@ def latency_inputs(model: torch.nn.Module, family: str, seq_len: int):
         g = torch.Generator().manual_seed(batch)
         ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if family != "encoder":  # a scoring forward: no KV cache (it also makes torch.compile recompile per layer)
+            inputs["use_cache"] = False
         if family == "encoder_decoder":
             inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
         return inputs
@@ -140,12 +147,18 @@ def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, s
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     seq_len = min(int(eff.seq_len), int(limit) - 2 if limit else int(eff.seq_len))
     make_inputs = latency_inputs(model, family, seq_len)
+    batch_sizes = (1, int(eff.batch_size))
+    timed = {"baseline": baseline, "compressed": model}
+    compiled = bool(cfg.get("compile", False))
+    if compiled:  # both compiled, so the ratio compares compiled with compiled; compile time kept apart
+        timed, compile_s = compile_for_timing(timed, make_inputs, batch_sizes, threads=eff.threads)
+        row["eff.compile_time_s"] = compile_s["compressed"]
     timings = measure_latency(
-        {"baseline": baseline, "compressed": model}, make_inputs,
-        batch_sizes=(1, int(eff.batch_size)), warmup=int(eff.warmup), repeats=int(eff.repeats),
+        timed, make_inputs, batch_sizes=batch_sizes, warmup=int(eff.warmup), repeats=int(eff.repeats),
         threads=eff.threads, baseline="baseline",
     )
     row.update(timings["compressed"])
+    row["eff.compiled"] = compiled
     row.update(peak_memory_mb(model, make_inputs(1)))
     row["eff.seq_len"] = seq_len
     return row

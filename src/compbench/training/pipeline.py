@@ -7,8 +7,11 @@ Data flows one way. Every run ends as exactly one row in the results store and a
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import logging
+import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -20,8 +23,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from compbench.configs import build_dataclass, to_dict
-from compbench.errors import ConfigError
+from compbench.configs import build_dataclass, check_run_settings, to_dict
+from compbench.errors import ConfigError, Preempted, TrainingDiverged
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.metrics.efficiency import training_cost
@@ -35,6 +38,9 @@ from compbench.tasks.base import Task
 from compbench.tracking import Tracker
 from compbench.training.evaluation import evaluate_all
 from compbench.training.module import CompressionModule
+from compbench.training.preemption import PreemptionCheckpoint, PreemptionGuard
+from compbench.training.progress import StepProgressBar
+from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 from compbench.training.resume import checkpoint_callback, clear_checkpoints, resumable_checkpoint
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
@@ -59,9 +65,13 @@ class RunContext:
     tokenizer: Any = None
     teacher: torch.nn.Module | None = None
     teacher_dir: Path | None = None
+    data_fingerprint: str = ""
+    guard: PreemptionGuard | None = None
     teacher_time_s: float | None = None
     #: Durations of the compression-training steps, s (for the eff.train_* columns).
     step_times_s: list[float] = field(default_factory=list)
+    pretrain: PretrainSpec | None = None
+    pretrain_key: str = ""
 
 
 def new_run_id() -> str:
@@ -81,13 +91,19 @@ def compatible_models(conf_dir: Path | None, family_needed: tuple[str, ...]) -> 
     return names
 
 
+def article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` (by its first letter: "an encoder", "a decoder")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def check_compatible(spec: ModelSpec, family: str, task: Task, conf_dir: Path | None) -> None:
     """Refuse a model × task combination that cannot work, naming the compatible models."""
     if family in task.supported_families:
         return
     options = compatible_models(conf_dir, task.supported_families)
     raise ConfigError(
-        f"task '{task.name}' ({task.kind}) needs a {' or '.join(task.supported_families)} model, "
+        f"task '{task.name}' ({task.kind}) needs {article(task.supported_families[0])} "
+        f"{' or '.join(task.supported_families)} model, "
         f"but model '{spec.name}' is {family}; compatible models: {', '.join(options) or 'any such hub id'}."
     )
 
@@ -110,16 +126,44 @@ def finetune_budget(cfg: DictConfig) -> dict[str, Any]:
 def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     """Build and validate model spec, task and methods; nothing expensive happens here."""
     cfg = ctx.cfg
+    check_run_settings(cfg)
     ctx.spec = build_dataclass(cfg.model, "model")
     ctx.task = build_dataclass(cfg.task, "task")
     ctx.methods = build_methods(cfg.method, conf_dir / "method" if conf_dir else None)
     ctx.family = ctx.spec.resolve_family()
     check_compatible(ctx.spec, ctx.family, ctx.task, conf_dir)
+    if ctx.spec.pretrain is not None:
+        ctx.pretrain = build_dataclass({"_target_": f"{PretrainSpec.__module__}.PretrainSpec", **ctx.spec.pretrain},
+                                       "model.pretrain")
+        ctx.pretrain.check_corpus()
+        objective_of(ctx.family)
     ctx.task.check_data()
+    context = ctx.spec.context_length()
+    if context is not None and ctx.task.max_length > context:
+        raise ConfigError(f"task.max_length={ctx.task.max_length} exceeds the {context}-token context of model "
+                          f"'{ctx.spec.name}'; set task.max_length={context} or less.")
     teacher_available = bool(cfg.finetune.enabled)
     for method in ctx.methods:
         method.check(MethodContext(family=ctx.family, task=ctx.task, teacher_available=teacher_available,
                                    seed=cfg.seed, device=method_device(cfg), **finetune_budget(cfg)))
+    if teacher_available and any(m.requires_teacher for m in ctx.methods):
+        # Checks against the teacher's architecture (a KD student deeper than its teacher) run
+        # now on a weightless skeleton, not after fine-tuning; they run again on the real teacher.
+        try:
+            skeleton = ctx.spec.skeleton(ctx.task)
+        except Exception as exc:  # noqa: BLE001 - no skeleton (exotic architecture): the later check still runs
+            log.debug("No meta-device skeleton of %s: %s", ctx.spec.name, exc)
+            skeleton = None
+        for method in ctx.methods:
+            if skeleton is not None and method.requires_teacher:
+                try:
+                    method.check(MethodContext(family=ctx.family, task=ctx.task, teacher=skeleton,
+                                               teacher_available=True, seed=cfg.seed,
+                                               device=method_device(cfg), **finetune_budget(cfg)))
+                except ConfigError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a check that needs real weights runs later
+                    log.debug("Check of %s on the skeleton skipped: %s", method.name, exc)
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val_every: int,
@@ -128,6 +172,11 @@ def make_trainer(cfg: DictConfig, run_dir: Path, phase: str, max_steps: int, val
     is set, a rolling checkpoint there every ``resume.every_n_steps``."""
     trainer_kwargs = to_dict(cfg.trainer)
     callbacks = []
+    # A step-counted bar on a terminal; none in logs and pipes (run.log records the phase).
+    if trainer_kwargs.get("enable_progress_bar", True) and sys.stderr.isatty():
+        callbacks.append(StepProgressBar(phase))
+    else:
+        trainer_kwargs["enable_progress_bar"] = False
     if ckpt_dir is not None:
         callbacks.append(checkpoint_callback(ckpt_dir, int(cfg.resume.every_n_steps)))
         trainer_kwargs["enable_checkpointing"] = True
@@ -154,10 +203,29 @@ def train_phase(ctx: RunContext, model, method: Method | None, phase: str, max_s
         ckpt_dir = None
     loggers = ctx.tracker.phase_loggers(phase) if ctx.tracker is not None else []
     trainer = make_trainer(ctx.cfg, ctx.run_dir, phase, max_steps, ft.val_every_n_steps, loggers, ckpt_dir)
+    on_sigterm = PreemptionCheckpoint(ckpt_dir)
+    trainer.callbacks.append(on_sigterm)
     ckpt_path = resumable_checkpoint(ckpt_dir) if ckpt_dir is not None else None
-    # Our checkpoints hold tensors and plain types only, so the safe loader reads them.
-    trainer.fit(module, train_dataloaders=ctx.task.train_dataloader(), val_dataloaders=ctx.task.val_dataloader(),
-                ckpt_path=ckpt_path, weights_only=True)
+    if ctx.guard is not None:
+        ctx.guard.training = True  # Lightning's SIGTERM handler takes over: stop after this step
+    try:
+        # Our checkpoints hold tensors and plain types only, so the safe loader reads them.
+        trainer.fit(module, train_dataloaders=ctx.task.train_dataloader(), val_dataloaders=ctx.task.val_dataloader(),
+                    ckpt_path=ckpt_path, weights_only=True)
+    except FloatingPointError as exc:
+        lr_key = "finetune.lr" if method is None else "the method's learning rate"
+        raise TrainingDiverged(
+            f"training phase {phase} diverged ({exc}); lower {lr_key} or set trainer.gradient_clip_val=1.0."
+        ) from exc
+    except SystemExit as exc:  # Lightning's SIGTERMException
+        if not trainer.received_sigterm:
+            raise
+        where = f"checkpoint {on_sigterm.saved}" if on_sigterm.saved else "no checkpoint (resume is disabled)"
+        raise Preempted(f"received SIGTERM (pre-emption) in training phase {phase} at step {trainer.global_step}; "
+                        f"saved {where}; re-run the same command to resume.") from exc
+    finally:
+        if ctx.guard is not None:
+            ctx.guard.training = False
     model.eval()
     return module.step_times_s
 
@@ -172,7 +240,10 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     cfg, spec, task = ctx.cfg, ctx.spec, ctx.task
     ft = cfg.finetune
     finetune_cfg = to_dict(ft) if ft.enabled else {"enabled": False}
-    key = teacher_key(to_dict(cfg.model), to_dict(cfg.task), int(cfg.seed), finetune_cfg)
+    model_cfg = to_dict(cfg.model)
+    if ctx.pretrain_key:  # the pretrained checkpoint's own key covers its corpus's content
+        model_cfg["pretrain_key"] = ctx.pretrain_key
+    key = teacher_key(model_cfg, to_dict(cfg.task), int(cfg.seed), finetune_cfg, ctx.data_fingerprint)
 
     # Named by the teacher key: any run needing this teacher continues a killed fine-tuning.
     ckpt_dir = checkpoint_root(cfg) / f"teacher-{key}"
@@ -194,6 +265,16 @@ def prepare_teacher(ctx: RunContext, row: dict[str, Any]) -> None:
     ctx.teacher, ctx.teacher_dir = model.eval(), path
     ctx.teacher_time_s = info.get("train_time_s") if ft.enabled else None
     row.update(teacher_hash=key, teacher_reused=reused)
+
+
+def prepare_pretrained(ctx: RunContext) -> None:
+    """A model config with a ``pretrain:`` block starts from its pretrained checkpoint (cached, or
+    pretrained now, which stores its own ``task=pretrain`` row)."""
+    if ctx.pretrain is None:
+        return
+    path, ctx.pretrain_key, _ = pretrained_checkpoint(ctx.spec.name, ctx.family, dict(ctx.spec.tiny or {}), ctx.pretrain,
+                                                      ctx.cfg, make_trainer, new_run_id())
+    ctx.spec.name_or_path = str(path)
 
 
 def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
@@ -248,6 +329,50 @@ def sizes_on_disk(export_dir: Path, teacher_dir: Path) -> dict[str, Any]:
             "_size_bytes": size}
 
 
+def write_export(ctx: RunContext, model: torch.nn.Module, mctx: MethodContext) -> Path:
+    """The method's artifact and the tokenizer, written under a temporary name and renamed into
+    ``<run_dir>/export`` when complete: a killed or full-disk write never leaves an export that
+    looks whole."""
+    final = ctx.run_dir / "export"
+    tmp = ctx.run_dir / "export.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ctx.methods[-1].export(model, tmp, mctx)
+        ctx.tokenizer.save_pretrained(tmp / "tokenizer")
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise ConfigError(f"the disk is full while writing the export in {ctx.run_dir} ({exc.strerror}); "
+                              "free space there or set paths.output_dir to a roomier disk, then re-run.") from exc
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def debug_label(cfg: DictConfig) -> str:
+    """The ``debug`` column: the ``debug`` config chosen (``fast``), else empty. Reports leave
+    such rows out by default: a debug run checks that a configuration runs, not how well."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("debug")
+        if choice and str(choice) != "null":
+            return str(choice)
+    return str(cfg.get("debug_label") or "")
+
+
+def run_fingerprint(cfg: DictConfig, cache_dir: Path | None = None) -> tuple[str, str]:
+    """(``config_hash``, ``data_fingerprint``) of a run: its resolved config keyed with the data it reads.
+
+    Cheap on re-runs (file digests are cached by path, size and mtime), so a sweep can ask it of
+    every job before deciding to skip one.
+    """
+    task = build_dataclass(cfg.task, "task")
+    fingerprint = task.fingerprint(Path(cache_dir or cfg.paths.cache_dir))
+    return config_hash(OmegaConf.to_container(cfg, resolve=True), data_fingerprint=fingerprint), fingerprint
+
+
 def store_row(db: Path, row: dict[str, Any]) -> None:
     """Append the row; a row that breaks the contract is stored as a failed row saying why."""
     store = ResultsStore(db)
@@ -266,10 +391,16 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
     exception that failed it, if any (the caller decides whether to re-raise)."""
     run_id = new_run_id()
     started = time.time()
-    if cfg.get("threads"):
+    if isinstance(cfg.get("threads"), int) and cfg.threads > 0:
         torch.set_num_threads(int(cfg.threads))
-    run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Absolute, so that the stored run_dir is found from any working directory (reports, notebooks).
+    run_dir = (Path(cfg.paths.runs_dir) / f"{run_id}_{cfg.model.name}_{cfg.task.name}").resolve()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run directory {run_dir} ({exc.strerror}); "
+                          "set paths.output_dir to a writable folder.") from exc
+    ResultsStore(Path(cfg.paths.db)).check_usable()  # a broken store is refused before any work
     resolved = OmegaConf.to_container(cfg, resolve=True)
     hash_ = config_hash(resolved)
     row: dict[str, Any] = {
@@ -285,18 +416,25 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         "task": str(cfg.task.name),
         "lang": str(cfg.task.get("lang") or ""),
         "method": str(cfg.method.get("name", "")),
-        "seed": int(cfg.seed),
+        "seed": cfg.seed if isinstance(cfg.seed, int) else None,
+        "debug": debug_label(cfg),
     }
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(file_handler)
     ctx = RunContext(cfg=cfg, run_id=run_id, run_dir=run_dir, config_hash=hash_)
     error: Exception | None = None
+    ctx.guard = PreemptionGuard().__enter__()
     try:
-        log.info("Run %s in %s (config %s)", run_id, run_dir, hash_)
+        log.info("Run %s in %s", run_id, run_dir)
         # First, so that an online W&B run without credentials fails before any work.
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
+        # The data read keys the run: edited files under the same data_dir are a new config.
+        ctx.data_fingerprint = ctx.task.fingerprint(Path(cfg.paths.cache_dir))
+        ctx.config_hash = hash_ = config_hash(resolved, data_fingerprint=ctx.data_fingerprint)
+        row.update(config_hash=hash_, data_fingerprint=ctx.data_fingerprint)
+        log.info("Config %s, data %s", hash_, ctx.data_fingerprint)
         device = evaluation_device(str(cfg.evaluation.device), ctx.methods[-1])
         extras = cfg.evaluation.get("extra_metrics")
         extras = OmegaConf.to_container(extras, resolve=True) if OmegaConf.is_config(extras) else extras
@@ -305,18 +443,15 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         stages = [(m.name, m.row_params()) for m in ctx.methods]
         row["method"] = method_label(stages)
         row.update(flatten_method_params(stages))
-        ctx.task.load()
-        for split, source in ctx.task.provenance.items():
-            log.info("Data %s: %s", split, source)
+        ctx.task.load()  # logs each split's size and source once
+        prepare_pretrained(ctx)
         ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, Path(cfg.paths.cache_dir))
         ctx.task.setup(ctx.tokenizer)
         prepare_teacher(ctx, row)
         compress_start = time.perf_counter()
         model, mctx = apply_methods(ctx)
         row.update(training_cost(time.perf_counter() - compress_start, ctx.step_times_s, ctx.teacher_time_s))
-        export_dir = run_dir / "export"
-        ctx.methods[-1].export(model, export_dir, mctx)
-        ctx.tokenizer.save_pretrained(export_dir / "tokenizer")
+        export_dir = write_export(ctx, model, mctx)
         if cfg.evaluation.evaluate_reloaded_export:
             model = load_export(export_dir)
         sizes = sizes_on_disk(export_dir, ctx.teacher_dir)
@@ -331,11 +466,13 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
             row.update(extra_quality(extra_metrics, *ctx.task.saved_predictions(run_dir)))
         row["status"] = "ok"
     except Exception as exc:  # every failure becomes a row
+        ctx.guard.disarm()
         error = exc
         row["error"] = error_summary(exc)
         log.error("Run %s failed: %s", run_id, row["error"])
         (run_dir / "traceback.txt").write_text(traceback.format_exc())
     finally:
+        ctx.guard.disarm()  # a SIGTERM from here on waits until the row is stored
         row["duration_s"] = time.time() - started
         record = {"row": row, "config": resolved}
         (run_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
@@ -349,4 +486,5 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
                 log.error("W&B could not finish run %s: %s", run_id, error_summary(exc))
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
+        ctx.guard.__exit__(None, None, None)
     return row, error

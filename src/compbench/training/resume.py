@@ -14,6 +14,7 @@ sweep", facebookresearch/hydra#1407):
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,20 @@ def done_row(db: Path, config_hash: str) -> dict[str, Any] | None:
     return ResultsStore(db).latest_by_config_hash(status="ok").get(config_hash)
 
 
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes to a temporary name and renames it into place, so a kill
+    while writing leaves the previous checkpoint intact instead of a truncated one."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        tmp = f"{filepath}.{os.getpid()}.tmp"
+        super()._save_checkpoint(trainer, tmp)
+        os.replace(tmp, filepath)
+        self._last_checkpoint_saved = filepath
+
+
 def checkpoint_callback(ckpt_dir: Path, every_n_steps: int) -> ModelCheckpoint:
     """Keeps one rolling ``last.ckpt`` in ``ckpt_dir``, rewritten every ``every_n_steps``."""
-    return ModelCheckpoint(
+    return AtomicModelCheckpoint(
         dirpath=str(ckpt_dir), filename=CHECKPOINT_NAME, every_n_train_steps=every_n_steps, save_top_k=1,
         enable_version_counter=False, save_on_train_epoch_end=False,
     )

@@ -28,11 +28,15 @@ EVAL_ONLY_TASK_FIELDS = ("eval_batch_size", "max_eval_samples", "num_beams", "ma
 DONE_FILE = "teacher.json"
 
 
-def teacher_key(model_cfg: dict[str, Any], task_cfg: dict[str, Any], seed: int, finetune_cfg: dict[str, Any]) -> str:
-    """Hash (16 hex chars) of the config parts that determine the fine-tuned teacher."""
+def teacher_key(model_cfg: dict[str, Any], task_cfg: dict[str, Any], seed: int, finetune_cfg: dict[str, Any],
+                data_fingerprint: str = "") -> str:
+    """Hash (16 hex chars) of what determines the fine-tuned teacher: the config parts and the
+    fingerprint of the data it is trained on (so edited files never reuse a stale teacher)."""
     task = {k: v for k, v in task_cfg.items() if k not in EVAL_ONLY_TASK_FIELDS}
-    payload = json.dumps({"model": model_cfg, "task": task, "seed": seed, "finetune": finetune_cfg},
-                         sort_keys=True, default=str)
+    parts = {"model": model_cfg, "task": task, "seed": seed, "finetune": finetune_cfg}
+    if data_fingerprint:
+        parts["data"] = data_fingerprint
+    payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -60,10 +64,17 @@ def get_or_train_teacher(
     final = cache_dir / key
     with FileLock(str(cache_dir / f"{key}.lock")):
         if (final / DONE_FILE).exists():
-            info = json.loads((final / DONE_FILE).read_text())
-            log.info("Teacher reused from cache %s (fine-tuned %s, %.1f s then)", final, info.get("created_at"),
-                     info.get("train_time_s", float("nan")))
-            return load(final), final, True, info
+            try:
+                info = json.loads((final / DONE_FILE).read_text())
+                model = load(final)
+            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is retrained, never a dead end
+                log.warning("Cached teacher %s is unreadable (%s); fine-tuning it again", final,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                shutil.rmtree(final, ignore_errors=True)
+            else:
+                log.info("Teacher reused from cache %s (fine-tuned %s, %.1f s then)", final, info.get("created_at"),
+                         info.get("train_time_s", float("nan")))
+                return model, final, True, info
         log.info("Teacher not in cache (key %s): fine-tuning it", key)
         start = time.time()
         model, info = train()
