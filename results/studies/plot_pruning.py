@@ -49,7 +49,7 @@ def main() -> None:
                 ys = [base.mean(), *stats["mean"].tolist()] if when == "after" else stats["mean"].tolist()
                 es = [base.std(), *stats["std"].tolist()] if when == "after" else stats["std"].tolist()
                 ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=f"{model}, prune {when} fine-tuning")
-        ax.set_xlabel("sparsity (fraction of encoder weights zeroed)")
+        ax.set_xlabel("sparsity (fraction of Linear weights zeroed; embeddings, head kept)")
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

@@ -84,7 +84,7 @@ def app(cfg: DictConfig) -> float | None:
     from omegaconf import open_dict
 
     from compbench.console import setup_console
-    from compbench.errors import show_traceback, user_sentence
+    from compbench.errors import Preempted, show_traceback, user_sentence
     from compbench.reporting.summary import run_summary
     from compbench.sweeps import write_outcome
     from compbench.training.pipeline import run
@@ -111,6 +111,9 @@ def app(cfg: DictConfig) -> float | None:
         row, error = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, exc
         log.error("compbench job failed outside the run: %s", row["error"], exc_info=show_traceback())
     write_outcome(job_dir, "failed" if error is not None else "ok", run_id)
+    if isinstance(error, Preempted):  # the machine is being taken away: end the sweep too
+        print(f"compbench: {user_sentence(error)}", file=sys.stderr, flush=True)
+        sys.exit(143)
     if error is not None:
         print(f"compbench: run failed: {user_sentence(error)}", file=sys.stderr, flush=True)
         if HydraConfig.get().mode == RunMode.RUN:

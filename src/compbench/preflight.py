@@ -150,7 +150,7 @@ def _compose_check(conf_dir: Path, config_name: str, args: list[str], context: s
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
         try:
             cfg = compose(config_name, overrides=args)
         except Exception as exc:  # noqa: BLE001 - Hydra wraps every composition error differently

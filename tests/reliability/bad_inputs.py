@@ -123,6 +123,9 @@ def build_corpus(root: Path) -> list[dict]:
             "train.jsonl": '{"document": "a b", "summary": "a"}\n',
             "validation.jsonl": '{"document": "a b"}\n',
             "test.jsonl": '{"document": "a b", "summary": "a"}\n'})], "needs keys"),
+        ("ood_data_dir_missing", [*masakhaner, "task.data_dir=" + ner("ood_main", ner_ok),
+                                  f"+evaluation.ood.yor={{lang: yor, data_dir: '{root / 'no_yor'}'}}"],
+         "does not exist"),
         ("hub_unreachable_no_data_dir", ["task=masakhaner", f"paths.data_root={root / 'no_data_root'}"],
          "task.data_dir"),
         # ---------------------------------------------------------------- models and artifacts

@@ -55,32 +55,41 @@ def test_two_processes_writing_200_rows_each_store_every_row_once(tmp_path):
         [f"a-{i:05d}" for i in range(200)] + [f"b-{i:05d}" for i in range(200)])
 
 
+N_ROWS = 200
+
+
 def kill_trials(tmp_path: Path, trials: int, seed: int) -> int:
-    """SIGKILL a writer of 60 rows at random moments; after each kill the store must be sound and
+    """SIGKILL a writer of 200 rows at random moments; after each kill the store must be sound and
     a restart must complete exactly the missing rows. Returns the trials survived."""
     rng = random.Random(seed)
-    survived = 0
+    survived, mid_write = 0, 0
     for trial in range(trials):
         db = tmp_path / f"kill{trial}.db"
-        proc = writer(db, "k", 0, 60)
-        time.sleep(rng.uniform(0.3, 2.5))  # start-up (imports) then the appends: kills land in both
+        proc = writer(db, "k", 0, N_ROWS)
+        # Wait for the first row (imports done), then kill somewhere in the appends.
+        deadline = time.time() + 120
+        while time.time() < deadline and not (db.exists() and len(ResultsStore(db)) > 0):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         before = assert_store_sound(db) if db.exists() else []
-        restart = writer(db, "k", 0, 60)
+        mid_write += 0 < len(before) < N_ROWS
+        restart = writer(db, "k", 0, N_ROWS)
         _, err = restart.communicate(timeout=300)
         assert restart.returncode == 0, err
         after = assert_store_sound(db)
-        assert sorted(r["run_id"] for r in after) == [f"k-{i:05d}" for i in range(60)]
+        assert sorted(r["run_id"] for r in after) == [f"k-{i:05d}" for i in range(N_ROWS)]
         assert [r["run_id"] for r in after[: len(before)]] == [r["run_id"] for r in before]
         survived += 1
+    assert mid_write >= trials // 2, f"only {mid_write} of {trials} kills landed while rows were being written"
     return survived
 
 
 def test_store_survives_sigkill_during_row_writes(tmp_path):
-    survived = kill_trials(tmp_path, trials=6, seed=0)
-    print(f"store kill trials survived: {survived}/6")
-    assert survived == 6
+    survived = kill_trials(tmp_path, trials=8, seed=0)
+    print(f"store kill trials survived: {survived}/8")
+    assert survived == 8
 
 
 @pytest.mark.slow

@@ -65,7 +65,13 @@ def test_tracker_checks(tmp_path, monkeypatch):
         Tracker(cfg, tmp_path)
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password secret\n")
     assert wandb_credentials_present()
-    Tracker(cfg, tmp_path)  # credentials present: accepted (nothing contacts the network here)
+    import compbench.hub
+
+    monkeypatch.setattr(compbench.hub, "host_reachable", lambda url, timeout=3.0: True)
+    Tracker(cfg, tmp_path)  # credentials present, W&B reachable: accepted (nothing else contacts the network)
+    monkeypatch.setattr(compbench.hub, "host_reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(ConfigError, match="unreachable from this machine; use logger.wandb.mode=offline"):
+        Tracker(cfg, tmp_path)  # no network: refused at once instead of hanging in wandb.init
     with pytest.raises(ConfigError, match="must be one of online, offline, disabled"):
         Tracker(OmegaConf.create({"wandb": {"mode": "ofline"}}), tmp_path)
     assert Tracker(OmegaConf.create({}), tmp_path).phase_loggers("finetune") == []

@@ -133,9 +133,9 @@ class ModelSpec:
         if looks_local:
             raise ConfigError(f"model.name_or_path={self.name_or_path} does not exist; point it at a model folder "
                               "holding config.json and the weights.")
-        from compbench.hub import hub_reachable
+        from compbench.hub import hub_reachable, offline_requested
 
-        if not hub_reachable():
+        if not offline_requested() and not hub_reachable():  # offline mode: the HF cache answers
             raise ConfigError(
                 f"model.name_or_path={self.name_or_path!r} is not a local folder and the Hugging Face Hub is "
                 "unreachable; point it at a local folder holding config.json and the weights."

@@ -105,12 +105,15 @@ class Task(ABC):
                     f"task.data_dir={data_dir} has no test split (expected e.g. test{self.local_suffixes[0]})."
                 )
         elif self.source == "hub" and not Path(str(self.hub_dataset)).exists():
-            from compbench.hub import hub_reachable
+            from compbench.hub import hub_reachable, offline_requested
 
-            if not hub_reachable():
+            # With HF_DATASETS_OFFLINE=1 the user asks for the local cache: datasets answers that itself.
+            if not offline_requested() and not hub_reachable():
                 raise ConfigError(
                     f"task '{self.name}' would download the hub dataset {self.hub_dataset!r}, but the Hugging Face "
-                    f"Hub is unreachable; set task.data_dir=<folder with the {self.name} split files>."
+                    f"Hub is unreachable; set task.data_dir=<folder with the {self.name} split files>"
+                    + (f" (there is no folder at task.default_data_dir={self.default_data_dir})."
+                       if self.default_data_dir else ".")
                 )
 
     def _find(self, data_dir: Path, split: str) -> Path | None:

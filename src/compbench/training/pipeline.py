@@ -10,6 +10,7 @@ import copy
 import errno
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -339,10 +340,14 @@ def write_export(ctx: RunContext, model: torch.nn.Module, mctx: MethodContext) -
     try:
         ctx.methods[-1].export(model, tmp, mctx)
         ctx.tokenizer.save_pretrained(tmp / "tokenizer")
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise ConfigError(f"the disk is full while writing the export in {ctx.run_dir} ({exc.strerror}); "
+        # safetensors reports the OS error inside its own exception type ("os error 28").
+        codes = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        code = getattr(exc, "errno", None) if getattr(exc, "errno", None) in codes else next(
+            (n for n in codes if f"os error {n}" in str(exc)), None)
+        if code is not None:
+            raise ConfigError(f"the disk is full while writing the export in {ctx.run_dir} ({os.strerror(code)}); "
                               "free space there or set paths.output_dir to a roomier disk, then re-run.") from exc
         raise
     shutil.rmtree(final, ignore_errors=True)
@@ -362,6 +367,24 @@ def debug_label(cfg: DictConfig) -> str:
     return str(cfg.get("debug_label") or "")
 
 
+def data_fingerprints(cfg: DictConfig, task: Task, cache_dir: Path) -> tuple[str, str]:
+    """(teacher's, run's) data fingerprint: the task's data, and that plus every
+    ``evaluation.ood`` test set (whose data is checked here, before any training, too)."""
+    main = task.fingerprint(cache_dir)
+    ood = {}
+    for name, overrides in to_dict(cfg.evaluation.get("ood") or {}).items():
+        try:
+            other = build_dataclass({**to_dict(cfg.task), **(overrides or {})}, f"evaluation.ood.{name} task")
+            ood[f"ood.{name}"] = other.fingerprint(cache_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"out-of-distribution set evaluation.ood.{name}: {exc}") from exc
+    if not ood:
+        return main, main
+    from compbench.tasks.fingerprint import combine
+
+    return main, combine({"task": main, **ood})
+
+
 def run_fingerprint(cfg: DictConfig, cache_dir: Path | None = None) -> tuple[str, str]:
     """(``config_hash``, ``data_fingerprint``) of a run: its resolved config keyed with the data it reads.
 
@@ -369,7 +392,7 @@ def run_fingerprint(cfg: DictConfig, cache_dir: Path | None = None) -> tuple[str
     every job before deciding to skip one.
     """
     task = build_dataclass(cfg.task, "task")
-    fingerprint = task.fingerprint(Path(cache_dir or cfg.paths.cache_dir))
+    _, fingerprint = data_fingerprints(cfg, task, Path(cache_dir or cfg.paths.cache_dir))
     return config_hash(OmegaConf.to_container(cfg, resolve=True), data_fingerprint=fingerprint), fingerprint
 
 
@@ -431,9 +454,9 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
         # The data read keys the run: edited files under the same data_dir are a new config.
-        ctx.data_fingerprint = ctx.task.fingerprint(Path(cfg.paths.cache_dir))
-        ctx.config_hash = hash_ = config_hash(resolved, data_fingerprint=ctx.data_fingerprint)
-        row.update(config_hash=hash_, data_fingerprint=ctx.data_fingerprint)
+        ctx.data_fingerprint, run_data = data_fingerprints(cfg, ctx.task, Path(cfg.paths.cache_dir))
+        ctx.config_hash = hash_ = config_hash(resolved, data_fingerprint=run_data)
+        row.update(config_hash=hash_, data_fingerprint=run_data)
         log.info("Config %s, data %s", hash_, ctx.data_fingerprint)
         device = evaluation_device(str(cfg.evaluation.device), ctx.methods[-1])
         extras = cfg.evaluation.get("extra_metrics")
