@@ -292,6 +292,31 @@ def test_gamma_gets_gradient_from_clipped_weights_alone():
     torch.testing.assert_close(weight_param.grad, (weight.abs() < alpha).float())
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("grouping", [dict(per_channel=False), dict(per_channel=True), dict(group_size=8)])
+def test_fused_dynamic_scaling_equals_autograd_through_clip_and_ste_round(bits, grouping):
+    """The fused forward/backward against the reference path: plain autograd through the base
+    quantizer's clip, STE round and clamp (the paper's gradient, checked above)."""
+    from compbench.methods.quantizers import Quantizer
+
+    weight = torch.randn(6, 32, generator=torch.Generator().manual_seed(9))
+    weight[0, :2] = torch.tensor([3.0, -4.0])  # clipped values at every bit-width
+    upstream = torch.randn(6, 32, generator=torch.Generator().manual_seed(10))
+    results = []
+    for forward in (lambda q, w: q(w), lambda q, w: Quantizer.forward(q, w)):
+        quantizer = _initialised_quantizer(bits, weight, **grouping)
+        with torch.no_grad():  # off the 8-bit init's alpha = max|w|: at an exact tie |w| = alpha
+            quantizer.gamma.mul_(0.9)  # autograd splits min/max gradients in half; the docstring's rule counts it as clipped
+        w = weight.clone().requires_grad_(True)
+        out = forward(quantizer, w)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), w.grad, quantizer.gamma.grad))
+    (fused, fused_w, fused_g), (ref, ref_w, ref_g) = results
+    torch.testing.assert_close(fused, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fused_w, ref_w)
+    torch.testing.assert_close(fused_g, ref_g, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_dynamic_scaling_levels_per_channel(bits):
     weight = torch.randn(6, 40, generator=torch.Generator().manual_seed(5))

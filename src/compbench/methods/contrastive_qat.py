@@ -286,6 +286,38 @@ _GAMMA_GRID = 96
 _GAMMA_INIT_MAX_ELEMENTS = 1 << 20
 
 
+class _DynamicScalingFn(torch.autograd.Function):
+    """``q = round(clip(w, -a, a) k / a) a / k`` with ``a = |gamma| * mean|w|`` and exactly the
+    gradients derived in :class:`DynamicScalingQuantizer` (what autograd through clip, STE round
+    and clamp gives), computed in a few passes: autograd kept ~15 weight-sized temporaries, which
+    on GPT-2's 38.6M-element embedding made a step at batch 1 x 512 1.6x slower than PACT's."""
+
+    @staticmethod
+    def forward(ctx, xg: Tensor, gamma: Tensor, mean_abs: Tensor, k: float) -> Tensor:
+        raw_alpha = gamma.detach().abs() * mean_abs
+        alpha = raw_alpha.clamp_min(_MIN_STEP)
+        step = alpha / k
+        q = torch.clamp(xg.detach(), -alpha, alpha).div_(step).round_().clamp_(-k, k).mul_(step)
+        ctx.save_for_backward(xg.detach(), gamma.detach(), mean_abs, alpha, raw_alpha)
+        ctx.k = k
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        xg, gamma, mean_abs, alpha, raw_alpha = ctx.saved_tensors
+        k = ctx.k
+        inside = xg.abs() < alpha
+        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        grad_gamma = None
+        if ctx.needs_input_grad[1]:
+            v = xg / (alpha / k)
+            # dq/dalpha: (round(v) - v) / k inside the clip, sign(w) outside.
+            dq_dalpha = torch.where(inside, (torch.round(v) - v).div_(k), torch.sign(xg))
+            d_alpha = (grad * dq_dalpha).sum(dim=-1, keepdim=True) * (raw_alpha > _MIN_STEP)
+            grad_gamma = (d_alpha * mean_abs).sum().mul(torch.sign(gamma)).reshape(gamma.shape)
+        return grad_x, grad_gamma, None, None
+
+
 @register_quantizer("dynamic_scaling")
 class DynamicScalingQuantizer(_LearnedQuantizer):
     """Module-wise dynamic scaling (the paper's second component): clip ``alpha = gamma * mean(|w|)``.
@@ -339,6 +371,15 @@ class DynamicScalingQuantizer(_LearnedQuantizer):
             if err < best_err:
                 best_gamma, best_err = gamma, err
         self._set_learned(torch.full((1, 1, 1), best_gamma))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Fake-quantized ``x`` through :class:`_DynamicScalingFn` (same values and gradients as
+        the base class's clip / STE-round path, fewer weight-sized temporaries)."""
+        xg = self.grouped(x)
+        self._ensure_init(xg)
+        mean_abs = (torch.linalg.vector_norm(xg.detach(), ord=1, dim=-1, keepdim=True) / xg.shape[-1]).clamp_min(
+            _MIN_STEP)
+        return _DynamicScalingFn.apply(xg, self.gamma, mean_abs, float(self.qmax)).reshape(x.shape)
 
     def clip_grouped(self, xg: Tensor) -> Tensor:
         self._ensure_init(xg)
