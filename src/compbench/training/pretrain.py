@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from compbench.records.schema import provenance, utc_timestamp
 from compbench.records.store import ResultsStore
 from compbench.training.module import CompressionModule
 from compbench.training.resume import clear_checkpoints, resumable_checkpoint
+from compbench.training.teacher import save_checkpoint_atomically
 
 log = logging.getLogger(__name__)
 
@@ -302,13 +302,7 @@ def _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, obj
                 "train_tokens": int(train_blocks.numel()), "heldout_scored_tokens": n_scored,
                 "heldout_nll": nll, "heldout_ppl": math.exp(nll), "spec": asdict(spec), "arch": arch,
                 "train_time_s": time.time() - started, "created_at": utc_timestamp(), "run_id": run_id}
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / DONE_FILE).write_text(json.dumps(info, indent=2, default=str))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        save_checkpoint_atomically(final, model, tokenizer, DONE_FILE, info)
         row["status"] = "ok"
         log.info("Pretrained %s: held-out %s loss %.4f (ppl %.2f) over %d tokens; cached at %s",
                  name, objective, nll, math.exp(nll), n_scored, final)

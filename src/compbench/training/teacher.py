@@ -80,12 +80,19 @@ def get_or_train_teacher(
         model, info = train()
         info = {**info, "key": key, "train_time_s": time.time() - start,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        tmp = cache_dir / f"{key}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / DONE_FILE).write_text(json.dumps(info, indent=2, default=str))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        save_checkpoint_atomically(final, model, tokenizer, DONE_FILE, info)
         log.info("Teacher cached at %s", final)
         return model, final, False, info
+
+
+def save_checkpoint_atomically(final: Path, model, tokenizer, done_file: str, info: dict) -> None:
+    """Write ``model`` (safetensors), ``tokenizer`` and ``info`` (as ``done_file``, the marker
+    that the checkpoint is complete) under a temporary name, then rename it to ``final``: a
+    killed write never leaves a folder that looks whole (teacher and pretraining caches)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / done_file).write_text(json.dumps(info, indent=2, default=str))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
