@@ -2,12 +2,14 @@
 
 Usage: ``python store_writer.py DB WRITER START STOP``. Used by the store fault tests: two of
 these write at once (concurrency), or one is SIGKILLed at random moments and restarted
-(re-running completes exactly the missing rows).
+(re-running completes exactly the missing rows). ``STORE_WRITER_PAUSE_S`` pauses after each row.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from compbench.records.store import ResultsStore
 
@@ -23,9 +25,12 @@ def main() -> None:
     db, writer, start, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     store = ResultsStore(db)
     done = {r["run_id"] for r in store.rows()} if len(sys.argv) < 6 else set()
+    # Kill tests pace the writer, so that a kill lands among the appends on a fast machine too.
+    pause = float(os.environ.get("STORE_WRITER_PAUSE_S", "0"))
     for i in range(start, stop):
         if f"{writer}-{i:05d}" not in done:
             store.append(row(writer, i))
+            time.sleep(pause)
     print("done", flush=True)
 
 

@@ -23,9 +23,10 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO 
                                                     os.environ.get("PYTHONPATH", "")])}
 
 
-def writer(db: Path, name: str, start: int, stop: int) -> subprocess.Popen:
+def writer(db: Path, name: str, start: int, stop: int, pause_s: float = 0.0) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(HERE / "store_writer.py"), str(db), name, str(start), str(stop)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**ENV, "STORE_WRITER_PAUSE_S": str(pause_s)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def assert_store_sound(db: Path) -> list[dict]:
@@ -65,12 +66,14 @@ def kill_trials(tmp_path: Path, trials: int, seed: int) -> int:
     survived, mid_write = 0, 0
     for trial in range(trials):
         db = tmp_path / f"kill{trial}.db"
-        proc = writer(db, "k", 0, N_ROWS)
-        # Wait for the first row (imports done), then kill somewhere in the appends.
+        # Paced (5 ms after each row) so that polling keeps up; killed once a random number of
+        # rows is stored, plus a random fraction of one append, so kills land inside appends too.
+        proc = writer(db, "k", 0, N_ROWS, pause_s=0.005)
+        target = rng.randint(1, N_ROWS - 20)
         deadline = time.time() + 120
-        while time.time() < deadline and not (db.exists() and len(ResultsStore(db)) > 0):
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 1.5))
+        while time.time() < deadline and not (db.exists() and len(ResultsStore(db)) >= target):
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.01))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         before = assert_store_sound(db) if db.exists() else []
