@@ -52,6 +52,8 @@ def test_quick_run_writes_one_json_per_benchmark_and_a_summary(quick_run):
         assert machine["cpu"] and machine["cores"] >= 1 and isinstance(machine["flags"], list)
         assert "torch" in machine["versions"] and machine["torch_threads"] >= 1
         assert len(doc["load_before"]) == 3 and len(doc["load_after"]) == 3
+        during = doc["load_1min_during"]
+        assert during["min"] <= during["median"] <= during["max"] and len(during["samples"]) >= 2
         head = doc["result"]["headline"]
         assert {"name", "value", "target", "met"} <= set(head)
         assert isinstance(head["value"], float) and math.isfinite(head["value"])

@@ -106,6 +106,29 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+@contextlib.contextmanager
+def load_sampler(every_s: float = 10.0):
+    """Samples the 1-minute load average every ``every_s`` seconds while a benchmark runs
+    (before/after alone miss a neighbour's job that starts and ends in between)."""
+    import threading
+
+    samples: list[float] = [load_average()[0]]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(every_s):
+            samples.append(load_average()[0])
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+        samples.append(load_average()[0])
+
+
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds of each callable, called once per round in rotating order; warm-up rounds dropped."""
     names = list(fns)
@@ -386,8 +409,8 @@ def bench_eval_overhead(args) -> dict[str, Any]:
         def compbench_pass():
             raw, scaled = CalibrationAccumulator(), CalibrationAccumulator(temperature=1.3)
 
-            def on_logits(logits, labels):
-                raw.update(logits, labels)
+            def on_logits(logits, labels, log_probs=None):
+                raw.update(logits, labels, log_probs=log_probs)
                 scaled.update(logits, labels)
 
             task.evaluate(model, run_dir, "test", on_logits)
@@ -914,13 +937,17 @@ def write_summary(out_dir: Path) -> Path:
         m = first["machine"]
         lines += [f"Machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores usable, flags "
                   f"{', '.join(m['key_flags'])}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.", ""]
-    lines += ["| benchmark | figure | value | target | met | date (UTC) | load avg before → after | rounds |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| benchmark | figure | value | target | met | date (UTC) | load avg before → after "
+              "| 1-min load during (min/median/max) | rounds |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, doc in docs.items():
         h = doc["result"].get("headline", {})
+        during = doc.get("load_1min_during")  # older files lack it: —
+        during = f"{during['min']:.1f} / {during['median']:.1f} / {during['max']:.1f}" if during else "—"
         lines.append(f"| [{name}]({name}.json) | {h.get('name', '')} | {_fmt(h.get('value'))} | {h.get('target', '')} | "
                      f"{ {True: 'yes', False: '**no**', None: '—'}[h.get('met')] } | {doc['date'][:16]} | "
-                     f"{doc['load_before']} → {doc['load_after']} | {doc['rounds']}{' (quick)' if doc['quick'] else ''} |")
+                     f"{doc['load_before']} → {doc['load_after']} | {during} | "
+                     f"{doc['rounds']}{' (quick)' if doc['quick'] else ''} |")
     for name, doc in docs.items():
         lines += ["", f"## {name}", ""] + _details(name, doc["result"])
     path = out_dir / "SUMMARY.md"
@@ -1036,11 +1063,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in only:
         before, start = load_average(), time.perf_counter()
         print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {name} (load {before}) ...", flush=True)
-        result = BENCHMARKS[name](args)
+        with load_sampler() as load_samples:
+            result = BENCHMARKS[name](args)
         doc = {"schema_version": SCHEMA_VERSION, "benchmark": name, "command": command,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": bool(args.quick),
                "rounds": result.get("rounds", args.rounds),
                "machine": machine, "load_before": before, "load_after": load_average(),
+               "load_1min_during": {"min": min(load_samples), "median": statistics.median(load_samples),
+                                    "max": max(load_samples), "every_s": 10, "samples": load_samples},
                "wall_s": time.perf_counter() - start, "result": result}
         path = args.out / f"{name}.json"
         path.write_text(json.dumps(doc, indent=1, default=str))
