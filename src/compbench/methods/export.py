@@ -70,9 +70,22 @@ def load_hf_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
     return cls.from_pretrained(out_dir)
 
 
+#: Loader modules of exports written before methods/ was split into families (manifests on
+#: disk keep the old path; they still load).
+_MOVED_LOADER_MODULES = {
+    "compbench.methods.packing": "compbench.methods.quantization.packing",
+    "compbench.methods.ptq_dynamic_int8": "compbench.methods.quantization.ptq_dynamic_int8",
+    "compbench.methods.ptq_llm_int8": "compbench.methods.quantization.ptq_llm_int8",
+    "compbench.methods.ptq_half": "compbench.methods.quantization.ptq_half",
+    "compbench.methods.sparse_storage": "compbench.methods.pruning.sparse_storage",
+    "compbench.methods.kd": "compbench.methods.distillation.kd",
+}
+
+
 def resolve_loader(spec: str) -> Callable[[Path, dict[str, Any]], nn.Module]:
     """Import ``module:function`` from inside the compbench package."""
     module_name, _, func = spec.partition(":")
+    module_name = _MOVED_LOADER_MODULES.get(module_name, module_name)
     if not module_name.startswith("compbench.") or not func:
         raise ConfigError(f"export loader {spec!r} is not a compbench loader; refusing to import it.")
     return getattr(importlib.import_module(module_name), func)

@@ -11,7 +11,7 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext, TrainingOutputs
 from compbench.methods.export import artifact_size_bytes, load_export, save_hf_export
-from compbench.methods.kd import KnowledgeDistillation, select_layers
+from compbench.methods.distillation.kd import KnowledgeDistillation, select_layers
 from method_harness import run_steps, tiny_batch, tiny_model
 
 FAMILIES = ("encoder", "decoder", "encoder_decoder")

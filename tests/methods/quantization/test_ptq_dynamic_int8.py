@@ -13,7 +13,7 @@ from transformers.pytorch_utils import Conv1D
 from compbench.errors import ConfigError
 from compbench.methods.base import MethodContext
 from compbench.methods.export import load_export
-from compbench.methods.ptq_dynamic_int8 import DynamicInt8PTQ, _int8_parts
+from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ, _int8_parts
 from compbench.metrics.efficiency import count_parameters
 from method_harness import run_steps, tiny_batch, tiny_model
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext, TrainingOutputs
-from compbench.methods.distill_losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
+from compbench.methods.distillation.losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
 from compbench.methods.export import save_hf_export
 
 LAYER_INITS = ("uniform", "first", "last")

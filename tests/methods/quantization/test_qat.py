@@ -10,10 +10,10 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext, method_training_step
 from compbench.methods.export import load_export
-from compbench.methods.qat import QAT
-from compbench.methods.quantizers import QuantEmbedding, QuantLinear, Quantizer
+from compbench.methods.quantization.qat import QAT
+from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear, Quantizer
 from method_harness import run_steps, tiny_batch, tiny_model
-from test_ptq_weight_only import CONF
+from method_harness import METHOD_CONF as CONF
 
 FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
@@ -99,7 +99,7 @@ def test_training_loss_mixes_kd_and_task():
     student_model = tiny_model(family)
     method = QAT(kd_alpha=0.25, kd_temperature=2.0)
     from compbench.methods.base import TrainingOutputs
-    from compbench.methods.distill_losses import logit_kd_loss
+    from compbench.methods.distillation.losses import logit_kd_loss
 
     student = student_model(**batch)
     with torch.no_grad():

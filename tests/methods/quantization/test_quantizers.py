@@ -9,7 +9,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from compbench.errors import ConfigError
-from compbench.methods.quantizers import (
+from compbench.methods.quantization.quantizers import (
     QUANTIZERS,
     QuantEmbedding,
     QuantLinear,

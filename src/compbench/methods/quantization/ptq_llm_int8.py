@@ -20,8 +20,8 @@ from torch import nn
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.export import write_manifest
-from compbench.methods.packing import build_from_config
-from compbench.methods.quantizers import conv1d_to_linear
+from compbench.methods.quantization.packing import build_from_config
+from compbench.methods.quantization.quantizers import conv1d_to_linear
 
 #: Outlier threshold of the LLM.int8() paper (Dettmers et al., 2022, §3.2).
 DEFAULT_THRESHOLD = 6.0
@@ -105,7 +105,7 @@ class LLMInt8PTQ(Method):
                 state[key] = tensor.detach().cpu().contiguous()
         save_file(state, str(out_dir / "model.safetensors"))
         return write_manifest(out_dir, {
-            "format": "llm-int8", "loader": "compbench.methods.ptq_llm_int8:load_llm_int8_export",
+            "format": "llm-int8", "loader": "compbench.methods.quantization.ptq_llm_int8:load_llm_int8_export",
             "method": self.name, "model_class": type(model).__name__, "conv1d_converted": True, **self.row_params(),
         })
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from compbench.errors import ConfigError
 from compbench.methods.export import write_manifest
-from compbench.methods.quantizers import (
+from compbench.methods.quantization.quantizers import (
     QuantLinear,
     QuantizedWeight,
     conv1d_to_linear,
@@ -150,7 +150,7 @@ def save_packed_export(
     conv1d_converted: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write a frozen quantized model (see :func:`compbench.methods.quantizers.freeze_quantized`).
+    """Write a frozen quantized model (see :func:`compbench.methods.quantization.quantizers.freeze_quantized`).
 
     Args:
         model: the finalized HF model; modules carrying ``quantized_weight`` are packed.
@@ -197,7 +197,7 @@ def save_packed_export(
         out_dir,
         {
             "format": "packed",
-            "loader": "compbench.methods.packing:load_packed_export",
+            "loader": "compbench.methods.quantization.packing:load_packed_export",
             "method": method,
             "model_class": type(model).__name__,
             "conv1d_converted": conv1d_converted,

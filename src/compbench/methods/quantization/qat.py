@@ -25,10 +25,11 @@ from torch import nn
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext, TrainingOutputs
-from compbench.methods.distill_losses import logit_kd_loss, valid_token_mask
-from compbench.methods.packing import round_unquantized_to_fp16, save_packed_export
-from compbench.methods.ptq_weight_only import check_bits, check_group_size
-from compbench.methods.quantizers import (
+from compbench.methods.distillation.losses import logit_kd_loss, valid_token_mask
+from compbench.methods.quantization.packing import round_unquantized_to_fp16, save_packed_export
+from compbench.methods.quantization.quantizers import (
+    check_bits,
+    check_group_size,
     QUANTIZERS,
     SUPPORTED_A_BITS,
     SUPPORTED_BITS,

@@ -80,7 +80,7 @@ class HalfPrecisionPTQ(Method):
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         """safetensors in ``dtype`` (half the fp32 bytes); the loader restores the same dtype."""
         return save_hf_export(model, out_dir, method=self.name, format="hf-half",
-                              loader="compbench.methods.ptq_half:load_half_export", **self.row_params())
+                              loader="compbench.methods.quantization.ptq_half:load_half_export", **self.row_params())
 
 
 def load_half_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:

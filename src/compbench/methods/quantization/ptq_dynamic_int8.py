@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.export import write_manifest
-from compbench.methods.packing import build_from_config
-from compbench.methods.quantizers import conv1d_to_linear
+from compbench.methods.quantization.packing import build_from_config
+from compbench.methods.quantization.quantizers import conv1d_to_linear
 
 BACKENDS = ("auto", "torch_ao", "torchao")
 #: What ``auto`` resolves to on CPU (see the module docstring for the measurement).
@@ -197,7 +197,7 @@ class DynamicInt8PTQ(Method):
             out_dir,
             {
                 "format": "int8-dynamic",
-                "loader": "compbench.methods.ptq_dynamic_int8:load_int8_export",
+                "loader": "compbench.methods.quantization.ptq_dynamic_int8:load_int8_export",
                 "method": self.name,
                 "model_class": type(model).__name__,
                 "conv1d_converted": True,

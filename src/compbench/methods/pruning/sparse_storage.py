@@ -121,7 +121,7 @@ def save_sparse_export(
     model: nn.Module,
     out_dir: str | Path,
     method: str,
-    loader: str = "compbench.methods.sparse_storage:load_sparse_export",
+    loader: str = "compbench.methods.pruning.sparse_storage:load_sparse_export",
     value_dtype: str = "float32",
     **extra: Any,
 ) -> dict[str, Any]:

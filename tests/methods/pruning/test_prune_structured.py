@@ -11,7 +11,7 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext
 from compbench.methods.export import artifact_size_bytes, load_export
-from compbench.methods.prune_structured import (
+from compbench.methods.pruning.structured import (
     StructuredPruning,
     attention_units,
     describe_structure,
@@ -248,7 +248,7 @@ def test_gradient_importance_is_michel_et_al_and_differs_from_per_dimension_abs(
     per_dim = _per_head_scores(copy.deepcopy(model), batches, per_dimension_abs=True)[0]
     assert michel.argmax() == 1 and per_dim.argmax() == 0  # the two readings rank the heads differently
 
-    from compbench.methods.prune_structured import _gradient_scores
+    from compbench.methods.pruning.structured import _gradient_scores
 
     heads, _ = _gradient_scores(model, attention_units(model), ffn_units(model), batches)
     torch.testing.assert_close(heads[0], michel, rtol=1e-4, atol=1e-7)
