@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from compbench.errors import ConfigError
-
-FAMILIES = ("encoder", "decoder", "encoder_decoder")
+from compbench.models.families import FAMILIES
 
 
 @dataclass

@@ -7,6 +7,7 @@ import pytest
 import torch
 from method_harness import run_steps, tiny_batch, tiny_model
 
+from compbench.models.families import FAMILIES
 from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext
@@ -20,7 +21,6 @@ from compbench.methods.pruning.structured import (
     keep_neurons,
 )
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 # 4 heads, FFN 128 and 4 layers per stack so that halving leaves something to compare
 SHAPES = {
     "encoder": dict(num_attention_heads=4, num_hidden_layers=4),

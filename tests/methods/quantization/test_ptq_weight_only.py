@@ -10,9 +10,9 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.export import load_export
 from compbench.methods.quantization.ptq_weight_only import WeightOnlyPTQ
+from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 from method_harness import METHOD_CONF as CONF
 
 

@@ -12,10 +12,10 @@ from compbench.methods.base import MethodContext, method_training_step
 from compbench.methods.export import load_export
 from compbench.methods.quantization.qat import QAT
 from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear, Quantizer
+from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
 from method_harness import METHOD_CONF as CONF
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
 def _train(family, method, teacher=None, steps=8, lr=1e-2):
     torch.manual_seed(0)
