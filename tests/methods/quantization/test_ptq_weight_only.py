@@ -49,7 +49,7 @@ def test_export_reload_matches(tmp_path, family, group_size):
     method = WeightOnlyPTQ(w_bits=3, e_bits=4, group_size=group_size)
     _, final = _finalize(method, family)
     manifest = method.export(final, tmp_path, None)
-    assert manifest["w_bits"] == 3 and manifest["format"] == "packed"
+    assert manifest["params"]["w_bits"] == 3 and manifest["format"] == "packed"
     batch = tiny_batch(family)
     reloaded = load_export(tmp_path)
     with torch.no_grad():

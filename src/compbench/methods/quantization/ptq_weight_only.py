@@ -61,4 +61,4 @@ class WeightOnlyPTQ(Method):
 
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         """Packed codes + fp16 steps in safetensors (see ``packing.py``)."""
-        return save_packed_export(model, out_dir, self.name, **self.row_params())
+        return save_packed_export(model, out_dir, self.name, params=self.manifest_params())
