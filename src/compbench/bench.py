@@ -628,8 +628,8 @@ def bench_int8_parity(args) -> dict[str, Any]:
     ratio of medians (compbench speed / torch.ao speed), the median and quartiles of the
     per-round ratios, and a torch.profiler count of every operator of one forward of each
     (same operators and calls = same kernels, no extra work around them)."""
-    from compbench.methods.ptq_dynamic_int8 import DynamicInt8PTQ
-    from compbench.methods.quantizers import conv1d_to_linear
+    from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ
+    from compbench.methods.quantization.quantizers import conv1d_to_linear
 
     rounds = 3 * args.rounds
     out: dict[str, Any] = {"description": bench_int8_parity.__doc__, "rounds": rounds, "settings": {}}
