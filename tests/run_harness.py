@@ -106,11 +106,11 @@ class SpyMethod(Method):
         return model
 
     def training_loss(self, out: TrainingOutputs):
-        note(self.events, f"{self.name}.training_loss")
+        note(self.events, f"{self.name}.training_loss teacher={'yes' if out.teacher is not None else 'no'}")
         return out.task_loss, {"spy_scalar": 1.5}
 
     def on_train_step(self, model, step: int, max_steps: int) -> None:
-        note(self.events, f"{self.name}.on_train_step {step}/{max_steps}")
+        note(self.events, f"{self.name}.on_train_step {step}/{max_steps} {'train' if model.training else 'eval'}")
 
     def finalize(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         self._hook("finalize")
