@@ -10,6 +10,7 @@ loaded with the same weights. Logits, loss and greedy generations must agree.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,25 @@ def test_method_none_reproduces_the_plain_transformers_model(family, tmp_path):
         with torch.no_grad():
             want = theirs.generate(**prompt, **settings)
             torch.testing.assert_close(reloaded.generate(**prompt, **settings), want, rtol=0, atol=0)
+
+
+def test_cli_method_none_export_reproduces_the_cached_teacher(run_compbench, tmp_path):
+    """End to end by subprocess: fine-tune the GPT-2 twin a few steps with ``method=none``, then
+    the exported model gives the logits of the plain transformers model loaded from the teacher
+    checkpoint the run cached."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "results"
+    _, rows = run_compbench("model=tiny_gpt2", "task=smoke_lm", "debug=fast", "evaluation.robustness.enabled=false",
+                            "evaluation.calibration.enabled=false", "evaluation.efficiency.enabled=false",
+                            output_dir=out)
+    (row,) = rows
+    assert row["status"] == "ok", row["error"]
+    teacher_dir = out / "cache" / "teachers" / row["teacher_hash"]
+    theirs = GPT2LMHeadModel.from_pretrained(teacher_dir).eval()
+    ours = load_export(Path(row["run_dir"]) / "export")
+    assert type(ours) is GPT2LMHeadModel
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    batch = tok(["the first sentence of a test", "a second one"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, rtol=0, atol=0)
