@@ -6,6 +6,8 @@ so that method unit tests stay fast; end-to-end CLI tests cover the real Lightni
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import (
     BartForConditionalGeneration,
@@ -18,6 +20,8 @@ from compbench.methods.base import Method, MethodContext, method_training_step
 from compbench.models.tiny import tiny_config
 
 VOCAB = 96
+#: The method configs (``conf/method/*.yaml``), for tests that build methods as the CLI does.
+METHOD_CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 
 
 def tiny_model(family: str, seed: int = 0, **overrides):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from method_harness import run_steps, tiny_batch, tiny_model
+from method_harness import METHOD_CONF, run_steps, tiny_batch, tiny_model
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -18,9 +18,8 @@ from compbench.methods import build_method
 from compbench.methods.base import MethodContext
 from compbench.methods.export import MANIFEST, artifact_size_bytes, load_export, save_hf_export
 
-CONF_METHODS = Path(__file__).resolve().parents[2] / "conf" / "method"
 #: Every method config (a new method is picked up automatically); ``chain`` is not a method.
-METHODS = sorted(p.stem for p in CONF_METHODS.glob("*.yaml") if p.stem != "chain")
+METHODS = sorted(p.stem for p in METHOD_CONF.glob("*.yaml") if p.stem != "chain")
 FAMILIES = ("encoder", "decoder", "encoder_decoder")
 #: Few settings so that every method finalizes on a 2-layer model without a training phase.
 SMALL = {"prune_structured": {"head_sparsity": 0.5, "ffn_sparsity": 0.5}, "kd": {"student_layers": 1}}
@@ -43,7 +42,7 @@ def outputs(model, family: str) -> torch.Tensor:
 
 def compressed(method_name: str, family: str):
     """(method, finalized model) of one method on a tiny model: check, prepare, finalize."""
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF_METHODS / f"{method_name}.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{method_name}.yaml"))
     cfg.update(SMALL.get(method_name, {}))
     method = build_method(cfg)
     teacher = off_init(tiny_model(family, seed=1)) if method.requires_teacher else None
