@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from run_harness import CONF_DIR, FAMILY_RUNS, compose_run
 
+from compbench.configs import build_dataclass
 from compbench.metrics import registry
 from compbench.metrics.registry import GROUPS, TASK_KINDS, register, registered, spec_for
 from compbench.training.pipeline import run
@@ -85,8 +86,6 @@ def tiny_run(request, tmp_path_factory):
     cfg = compose_run(tmp_path_factory.mktemp(family), family, "+evaluation.ood.again={max_eval_samples: 4}")
     row, error = run(cfg, CONF_DIR)
     assert error is None and row["status"] == "ok", row["error"]
-    from compbench.configs import build_dataclass
-
     return build_dataclass(cfg.task, "task").kind, row
 
 
