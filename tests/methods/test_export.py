@@ -16,12 +16,12 @@ from safetensors.torch import load_file
 from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext
-from compbench.methods.export import MANIFEST, artifact_size_bytes, load_export, save_hf_export
+from compbench.methods.export import MANIFEST, artifact_size_bytes, load_export, save_hf_export, tied_groups
 
 #: Every method config (a new method is picked up automatically); ``chain`` is not a method.
 METHODS = sorted(p.stem for p in METHOD_CONF.glob("*.yaml") if p.stem != "chain")
 FAMILIES = ("encoder", "decoder", "encoder_decoder")
-#: Few settings so that every method finalizes on a 2-layer model without a training phase.
+#: Settings that fit a 2-layer model (methods that train do one step).
 SMALL = {"prune_structured": {"head_sparsity": 0.5, "ffn_sparsity": 0.5}, "kd": {"student_layers": 1}}
 
 
@@ -41,13 +41,17 @@ def outputs(model, family: str) -> torch.Tensor:
 
 
 def compressed(method_name: str, family: str):
-    """(method, finalized model) of one method on a tiny model: check, prepare, finalize."""
+    """(method, finalized model) of one method on a tiny model, through the pipeline's lifecycle."""
     cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{method_name}.yaml"))
     cfg.update(SMALL.get(method_name, {}))
+    trains = "max_steps" in cfg
+    if trains:  # one step is enough to export what training produces
+        cfg["max_steps"] = 1
     method = build_method(cfg)
     teacher = off_init(tiny_model(family, seed=1)) if method.requires_teacher else None
+    batches = [tiny_batch(family, batch_size=2, seq_len=8)] if trains else []
     try:
-        model, _ = run_steps(method, off_init(tiny_model(family)), [], teacher=teacher, family=family)
+        model, _ = run_steps(method, off_init(tiny_model(family)), batches, teacher=teacher, family=family)
     except ConfigError as exc:  # e.g. bitsandbytes LLM.int8() without a CUDA GPU: refused in one sentence
         pytest.skip(f"{method_name} on {family}: {exc}")
     return method, model
@@ -151,3 +155,26 @@ def test_a_folder_without_a_manifest_is_not_an_export(tmp_path):
     tiny_model("decoder").save_pretrained(tmp_path)  # a plain transformers folder
     with pytest.raises(ConfigError, match=f"not a compbench export \\(no {MANIFEST}\\)"):
         load_export(tmp_path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tied_groups_name_each_shared_tensor_once(family):
+    model = tiny_model(family)
+    groups = tied_groups(model.state_dict())
+    # Reference: which parameters the model itself shares (the same Parameter object under several names).
+    by_object: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_object.setdefault(id(p), []).append(name)
+    shared = sorted(sorted(names) for names in by_object.values() if len(names) > 1)
+    assert sorted(sorted([kept, *others]) for kept, others in groups.items() if others) == shared
+    assert family == "encoder" or shared  # GPT-2 and BART tie their embeddings to the head
+    # Every state-dict tensor is named exactly once: as a kept name or as one of its aliases.
+    named = [n for kept, others in groups.items() for n in (kept, *others)]
+    assert sorted(named) == sorted(model.state_dict()) and len(named) == len(set(named))
+
+
+def test_tied_groups_never_tie_views_of_other_shapes_or_empty_tensors():
+    base = torch.arange(12.0)
+    state = {"a": base, "b": base, "view": base.view(3, 4), "e1": torch.empty(0), "e2": torch.empty(0),
+             "other": base.clone(), "meta": "not a tensor"}
+    assert tied_groups(state) == {"a": ["b"], "view": [], "e1": [], "e2": [], "other": []}

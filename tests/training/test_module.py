@@ -156,14 +156,7 @@ TRAINING_METHODS.update({"kd": {"student_layers": 1}, "prune_structured": {"head
                          "kd_narrow": {"student_config": {"n_embd": 32}, "hidden_weight": 1.0}})
 
 
-#: Known today (issue 14's one home for the no-weight-decay rule should serve these too).
-DECAYS_NORMS = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "QAT.param_groups (methods/qat.py, inherited by contrastive_qat) puts every non-quantizer weight, biases and "
-    "LayerNorm weights included, in the weight-decayed group; remove this marker when the shared rule is used there."))
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=DECAYS_NORMS) if c in ("qat", "contrastive_qat") else c
-                                  for c in sorted(TRAINING_METHODS)])
+@pytest.mark.parametrize("case", sorted(TRAINING_METHODS))
 def test_no_method_decays_biases_or_norm_weights(case):
     cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{case.removesuffix('_narrow')}.yaml"))
     method = build_method({**cfg, **TRAINING_METHODS[case]})
