@@ -8,10 +8,9 @@ Backends (``backend``):
 
 * ``torch_ao``: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/onednn kernels);
 * ``torchao``: ``torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())``;
-* ``auto``: ``torch_ao``. Measured on this project's CPU machine (GPT-2-small shape, batch 1 x
-  128, 1 thread, torch 2.13 / torchao 0.18): fp32 0.56 s, torch_ao 0.33 s, torchao 16.9 s per
-  forward -- torchao's int8 path has no fast eager CPU kernel here, so ``auto`` picks torch_ao.
-  ``benchmarks/quantization.py`` re-measures it.
+* ``auto``: ``torch_ao``, because torchao's eager int8 path has no fast CPU kernel (the
+  measurement is in ``benchmarks/README.md``; ``benchmarks/quantization.py`` and
+  ``compbench-bench`` re-measure it).
 
 Tied embeddings (GPT-2's ``wte``/``lm_head``, BART's ``shared``/``embed_tokens``/``lm_head``):
 the output head is quantized like every Linear, and every input embedding sharing its weight
@@ -25,7 +24,7 @@ int8 weight counts the tensor once). We keep a fp32 lookup table of ``code * sca
 than ``torch.ao.nn.quantized.Embedding``: the table equals the head's dequantized weight by
 construction, whereas that module needs the codes re-expressed as quint8 with float zero points
 (``code + 128``, zero point 128) and its rowwise kernel computes ``code * scale + bias`` (equal
-to ``code * scale`` in a 5000 x 256 check on this machine, but not by construction); its
+to ``code * scale`` in practice, but not by construction); its
 ``weight`` is a method, not a tensor, and it would drop BART's ``embed_scale`` wrapper class.
 Embedding lookups cost the same as before; RAM holds the fp32 table beside the head's packed
 int8 copy, as before (the quantized module would save 3 bytes per table entry in RAM, not on disk).

@@ -205,12 +205,6 @@ class Quantizer(nn.Module):
         codes = torch.clamp(round_ste(xg / step) + zero, self.qmin, self.qmax)
         return ((codes - zero) * step).reshape(x.shape)
 
-    def step_size(self, x: Tensor) -> Tensor:
-        """Quantization step for each element's group, broadcastable to ``x`` (for export codes)."""
-        step, _ = self.scale_and_zero(self.clip_grouped(self.grouped(x)))
-        xg_shape = self.grouped(x).shape
-        return step.expand(xg_shape).reshape(x.shape) if step.numel() > 1 else step.reshape([1] * x.dim())
-
     @torch.no_grad()
     def quantize(self, x: Tensor) -> QuantizedWeight:
         """Integer codes of ``x`` with fp16 steps (what ``freeze`` keeps and ``packing`` stores).
