@@ -131,10 +131,6 @@ def test_an_unknown_model_class_is_refused_in_one_sentence(method_name, tmp_path
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "methods/export.model_class accepts any transformers class with from_pretrained (a config or tokenizer "
-    "class); it should require a PreTrainedModel subclass. Today: AttributeError 'GPT2Config' object has no "
-    "attribute 'eval'. Remove this marker when it does."))
 def test_a_transformers_class_that_is_not_a_model_is_refused_too(tmp_path):
     out = exported(tmp_path, "none")
     rewrite_manifest(out, model_class="GPT2Config")
