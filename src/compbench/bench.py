@@ -76,7 +76,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model and flags, cores, threads, library versions (what the timings depend on)."""
     import transformers
 
-    from compbench.records.schema import cpu_model
+    from compbench.records.provenance import cpu_model
 
     flags: list[str] = []
     with contextlib.suppress(OSError):

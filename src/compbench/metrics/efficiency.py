@@ -10,13 +10,11 @@ hits both alike. Typical pipeline use::
     row |= timings["compressed"] | count_parameters(model)
     row |= bits_per_param(manifest["size_bytes"], row["eff.params"])
     row |= peak_memory_mb(model, make_inputs(1))
-    row["hardware"] = hardware_string()
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,7 +25,6 @@ from torch import nn
 from torch.nn.utils import prune
 
 from compbench.errors import ConfigError
-from compbench.records.schema import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -376,19 +373,6 @@ def peak_memory_mb(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, flo
         "eff.peak_mem_mb": (model_tensor_bytes(model) + forward_bytes) / _MB,
         "eff.forward_mem_mb": forward_bytes / _MB,
     }
-
-
-# ------------------------------------------------------------------------------ hardware
-def hardware_string(device: str | torch.device | None = None) -> str:
-    """The ``hardware`` column: GPU name (CUDA runs) or CPU model and cores, plus torch threads."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {threads}"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()} ({usable} of {os.cpu_count()} cores usable), {threads}"
 
 
 # ------------------------------------------------------------------------------ cost of compressing

@@ -31,8 +31,9 @@ from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.metrics.efficiency import training_cost
 from compbench.metrics.extra import extra_quality, load_extra_metrics
 from compbench.models.loader import ModelSpec
+from compbench.records.provenance import provenance
 from compbench.records.schema import (
-    RowError, config_hash, error_summary, flatten_method_params, method_label, provenance, utc_timestamp,
+    RowError, config_hash, error_summary, flatten_method_params, method_label, utc_timestamp,
 )
 from compbench.records.store import ResultsStore
 from compbench.tasks.base import Task

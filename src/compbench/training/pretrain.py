@@ -48,7 +48,8 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollato
 from compbench.errors import ConfigError
 from compbench.models.tiny import FAMILY_MODEL_TYPE, tiny_config
 from compbench.models.tokenizer import train_bpe_tokenizer
-from compbench.records.schema import provenance, utc_timestamp
+from compbench.records.provenance import provenance
+from compbench.records.schema import utc_timestamp
 from compbench.records.store import ResultsStore
 from compbench.training.module import CompressionModule
 from compbench.training.resume import clear_checkpoints, resumable_checkpoint
