@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from compbench.devices import model_device, synchronize, to_device
 from compbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -134,24 +135,6 @@ def bits_per_param(export_size_bytes: int, params: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ latency
-def _device_of(model: nn.Module) -> torch.device:
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd module
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _to_device(inputs: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(
     models: Mapping[str, nn.Module],
     make_inputs: Callable[[int], Mapping[str, Any]],
@@ -210,15 +193,15 @@ def measure_latency(
         with torch.inference_mode():
             for batch_size in sorted(set(batch_sizes)):
                 cpu_inputs = make_inputs(batch_size)
-                inputs = {n: _to_device(cpu_inputs, _device_of(models[n])) for n in names}
+                inputs = {n: to_device(cpu_inputs, model_device(models[n])) for n in names}
                 for round_index in range(warmup + repeats):
                     shift = round_index % len(names)
                     for name in names[shift:] + names[:shift]:
-                        device = _device_of(models[name])
-                        _synchronize(device)
+                        device = model_device(models[name])
+                        synchronize(device)
                         start = time.perf_counter_ns()
                         models[name](**inputs[name])
-                        _synchronize(device)
+                        synchronize(device)
                         elapsed_ms = (time.perf_counter_ns() - start) / 1e6
                         if round_index >= warmup:
                             samples[name][batch_size].append(elapsed_ms)
@@ -274,8 +257,8 @@ def compile_for_timing(
             start = time.perf_counter()
             with torch.inference_mode():
                 for batch_size in sorted(set(batch_sizes)):
-                    compiled[name](**_to_device(make_inputs(batch_size), _device_of(model)))
-            _synchronize(_device_of(model))
+                    compiled[name](**to_device(make_inputs(batch_size), model_device(model)))
+            synchronize(model_device(model))
             seconds[name] = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous_threads)
@@ -354,17 +337,17 @@ def peak_memory_mb(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, flo
     library code and allocator caching are not counted. One untimed forward runs first so that
     lazily created state does not count.
     """
-    device = _device_of(model)
-    inputs = _to_device(inputs, device)
+    device = model_device(model)
+    inputs = to_device(inputs, device)
     model.eval()
     with torch.inference_mode():
         model(**inputs)
         if device.type == "cuda":
-            _synchronize(device)
+            synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
             output = model(**inputs)
-            _synchronize(device)
+            synchronize(device)
             forward_bytes = torch.cuda.max_memory_allocated(device) - before
             del output
         else:
