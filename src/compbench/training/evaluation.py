@@ -23,9 +23,7 @@ from compbench.metrics.calibration import (
     calibration_metrics,
     temperature_scaled_metrics,
 )
-from compbench.metrics.efficiency import (
-    bits_per_param, compile_for_timing, count_parameters, measure_latency, peak_memory_mb,
-)
+from compbench.metrics.efficiency import efficiency_columns, evaluation_cost
 from compbench.metrics.registry import spec_for
 from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
 from compbench.tasks.base import Task
@@ -118,61 +116,26 @@ def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, tas
     return row
 
 
-def latency_inputs(model: torch.nn.Module, family: str, seq_len: int):
-    """``make_inputs(batch)`` for timing: fixed random token ids of ``seq_len`` (and a decoder
-    prefix of ``seq_len // 4`` for encoder-decoders: one teacher-forced forward)."""
-    vocab = int(model.config.vocab_size)
-
-    def make_inputs(batch: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(batch)
-        ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if family != "encoder":  # a scoring forward: no KV cache (it also makes torch.compile recompile per layer)
-            inputs["use_cache"] = False
-        if family == "encoder_decoder":
-            inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
-        return inputs
-
-    return make_inputs
-
-
 def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
-               cfg: DictConfig) -> dict[str, Any]:
-    """Parameter counts, bits per parameter, latency vs the fp32 baseline (timed interleaved), memory."""
-    eff = cfg.efficiency
-    counts = count_parameters(model)
-    row: dict[str, Any] = {**counts, **bits_per_param(size_bytes, counts["eff.params"])}
-    if not eff.enabled:
-        return row
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
-    seq_len = min(int(eff.seq_len), int(limit) - 2 if limit else int(eff.seq_len))
-    make_inputs = latency_inputs(model, family, seq_len)
-    batch_sizes = (1, int(eff.batch_size))
-    timed = {"baseline": baseline, "compressed": model}
-    compiled = bool(cfg.get("compile", False))
-    if compiled:  # both compiled, so the ratio compares compiled with compiled; compile time kept apart
-        timed, compile_s = compile_for_timing(timed, make_inputs, batch_sizes, threads=eff.threads)
-        row["eff.compile_time_s"] = compile_s["compressed"]
-    timings = measure_latency(
-        timed, make_inputs, batch_sizes=batch_sizes, warmup=int(eff.warmup), repeats=int(eff.repeats),
-        threads=eff.threads, baseline="baseline",
-    )
-    row.update(timings["compressed"])
-    row["eff.compiled"] = compiled
-    row.update(peak_memory_mb(model, make_inputs(1)))
-    row["eff.seq_len"] = seq_len
-    return row
+               reference_bytes: int, eff_mode: str, cfg: DictConfig) -> dict[str, Any]:
+    """The efficiency stage: every ``eff.*`` column of the evaluated model (sizes, counts, latency
+    vs the fp32 baseline, memory), built by ``compbench.metrics.efficiency``."""
+    return efficiency_columns(model, baseline, family, size_bytes=size_bytes, reference_bytes=reference_bytes,
+                              mode=eff_mode, settings=to_dict(cfg.efficiency), compile=bool(cfg.get("compile", False)))
 
 
-def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
-                 run_dir: Path, cfg: DictConfig, task_cfg: DictConfig) -> dict[str, Any]:
-    """All four metric groups for ``model`` (the compressed model, as reloaded from its export)."""
+def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, run_dir: Path,
+                 cfg: DictConfig, task_cfg: DictConfig, *, size_bytes: int, reference_bytes: int,
+                 eff_mode: str) -> dict[str, Any]:
+    """All four metric groups for ``model`` (the compressed model, as reloaded from its export,
+    on its evaluation device), given the export's size on disk, the fp32 teacher's
+    (``reference_bytes``) and the method's ``eff_mode``."""
     start = time.time()
     row = quality_and_calibration(task, model, run_dir, cfg)
     row.update(robustness(task, model, row, cfg))
     row.update(out_of_distribution(task, model, cfg, task_cfg))
-    row.update(efficiency(model, baseline, family, size_bytes, cfg))
-    row["eff.eval_time_s"] = time.time() - start
+    row.update(efficiency(model, baseline, family, size_bytes, reference_bytes, eff_mode, cfg))
+    row.update(evaluation_cost(time.time() - start))
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         log.warning("Non-finite metrics: %s", ", ".join(bad))
