@@ -223,3 +223,22 @@ def test_robust_columns_are_registered_with_direction():
     assert spec_for("robust.lowercase.rougeL").higher_is_better is True
     assert spec_for("robust.lowercase.drop").higher_is_better is False
     assert spec_for("robust.mean_drop").higher_is_better is False
+
+
+def test_robustness_summary_reports_the_clean_scores_the_drops_are_relative_to():
+    clean = {"quality.ppl": 20.0, "quality.nll": 3.0, "quality.token_accuracy": 0.4}
+    perturbed = {"char_swap": {"quality.ppl": 30.0, "quality.nll": 3.4, "quality.token_accuracy": 0.3}}
+    row = robustness_summary(clean, perturbed, "quality.nll", False, drop="difference",
+                             clean_metrics=["quality.ppl", "quality.nll"])
+    assert row["robust.clean.ppl"] == 20.0 and row["robust.clean.nll"] == 3.0
+    assert "robust.clean.token_accuracy" not in row
+    assert all(spec_for(column) is not None for column in row)
+
+
+def test_ood_columns_per_set_and_mean():
+    from compbench.metrics.robustness import ood_columns
+
+    row = ood_columns({"yor": 0.5, "hau": 0.7}, "quality.f1")
+    assert row == {"robust.ood.yor.f1": 0.5, "robust.ood.hau.f1": 0.7, "robust.ood.mean_f1": pytest.approx(0.6)}
+    assert all(spec_for(column) is not None for column in row)
+    assert ood_columns({}, "quality.f1") == {}

@@ -21,7 +21,8 @@ perturbation appears twice) from the task YAML::
 
 and evaluates each on the test set with :func:`perturb_examples` (or
 :meth:`Perturbation.apply_text` with :func:`example_rng`), then merges
-:func:`robustness_summary` into the row.
+:func:`robustness_summary` into the row (and :func:`ood_columns` for out-of-distribution test
+sets): every ``robust.*`` column is built in this module.
 """
 
 from __future__ import annotations
@@ -308,6 +309,7 @@ def robustness_summary(
     main_metric: str,
     higher_is_better: bool,
     drop: str = "relative",
+    clean_metrics: Iterable[str] = (),
 ) -> dict[str, float]:
     """``robust.*`` columns from clean and perturbed scores.
 
@@ -319,10 +321,12 @@ def robustness_summary(
         drop: ``relative`` (below) or ``difference``: ``perturbed - clean`` (``clean - perturbed``
             if higher is better), for metrics on a log scale such as the NLL of a language model,
             whose perplexity's relative change explodes (causal LM rows use the NLL in nats).
+        clean_metrics: clean scores to report as ``robust.clean.<metric>`` (the scores the drops
+            are relative to: on the same, possibly capped, test examples).
 
     Returns:
-        ``robust.<id>.<metric>`` for every perturbed metric, ``robust.<id>.drop`` and
-        ``robust.mean_drop``. The drop is relative to the clean score and positive when the
+        ``robust.<id>.<metric>`` for every perturbed metric, ``robust.<id>.drop``,
+        ``robust.mean_drop`` and ``robust.clean.<metric>`` for each of ``clean_metrics``. The drop is relative to the clean score and positive when the
         perturbation makes things worse: ``(clean - perturbed) / |clean|`` if higher is better,
         ``(perturbed - clean) / |clean|`` otherwise; NaN when the clean score is 0 or missing.
     """
@@ -344,4 +348,24 @@ def robustness_summary(
         row[f"robust.{pert_id}.drop"] = value_drop
         drops.append(value_drop)
     row["robust.mean_drop"] = float(sum(drops) / len(drops)) if drops else math.nan
+    for metric in clean_metrics:
+        row[f"robust.clean.{_metric_name(metric)}"] = float(clean[metric])
+    return row
+
+
+def ood_columns(scores: Mapping[str, float], main_metric: str) -> dict[str, float]:
+    """``robust.ood.*`` columns: the main metric on each out-of-distribution test set and their mean.
+
+    Args:
+        scores: OOD set name (an ``evaluation.ood`` key) -> the main metric on its test split.
+        main_metric: the task's main quality column, e.g. ``quality.f1``.
+
+    Returns:
+        ``robust.ood.<name>.<metric>`` per set and ``robust.ood.mean_<metric>``; empty without sets.
+    """
+    if not scores:
+        return {}
+    main = _metric_name(main_metric)
+    row = {f"robust.ood.{name}.{main}": float(score) for name, score in scores.items()}
+    row[f"robust.ood.mean_{main}"] = sum(map(float, scores.values())) / len(scores)
     return row

@@ -25,7 +25,7 @@ from compbench.metrics.calibration import (
 )
 from compbench.metrics.efficiency import efficiency_columns, evaluation_cost
 from compbench.metrics.registry import spec_for
-from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
+from compbench.metrics.robustness import example_rng, ood_columns, parse_perturbations, robustness_summary
 from compbench.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,11 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
         scores[p.id] = {m: result[m] for m in {task.main_metric, drop_metric}}
         log.debug("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
     spec = spec_for(drop_metric)
-    row = robustness_summary(clean_scores, scores, drop_metric, bool(spec.higher_is_better), drop_kind)
+    # The clean scores the drops are relative to (same, possibly capped, examples) go in the row too.
+    row = robustness_summary(clean_scores, scores, drop_metric, bool(spec.higher_is_better), drop_kind,
+                             clean_metrics=sorted({task.main_metric, drop_metric}))
     log.info("Robustness: %d perturbations of %d test examples, mean drop %.3f (%s of %s)",
              len(perturbations), len(examples), row.get("robust.mean_drop", float("nan")), drop_kind, drop_metric)
-    # The clean scores the drops are relative to: on the same (possibly capped) test examples.
-    for metric in {task.main_metric, drop_metric}:
-        row[f"robust.clean.{metric.split('.', 1)[1]}"] = clean_scores[metric]
     return row
 
 
@@ -96,9 +95,7 @@ def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, tas
     """
     if not cfg.ood:
         return {}
-    row: dict[str, Any] = {}
-    scores: list[float] = []
-    main = task.main_metric.split(".", 1)[1]
+    scores: dict[str, float] = {}
     for name, overrides in to_dict(cfg.ood).items():
         other_cfg = {**to_dict(task_cfg), **(overrides or {})}
         if "labels" in other_cfg and getattr(task, "labels", None) is not None:
@@ -108,12 +105,9 @@ def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, tas
         test = other.splits["test"]
         if cfg.robustness.max_examples is not None:
             test = test[: int(cfg.robustness.max_examples)]
-        score = task.with_test_examples(test, f"OOD {name}").evaluate(model, None, "test")[task.main_metric]
-        row[f"robust.ood.{name}.{main}"] = score
-        scores.append(score)
-        log.info("OOD %s: %s=%.4f", name, task.main_metric, score)
-    row[f"robust.ood.mean_{main}"] = sum(scores) / len(scores)
-    return row
+        scores[name] = task.with_test_examples(test, f"OOD {name}").evaluate(model, None, "test")[task.main_metric]
+        log.info("OOD %s: %s=%.4f", name, task.main_metric, scores[name])
+    return ood_columns(scores, task.main_metric)
 
 
 def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
