@@ -87,17 +87,19 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
     return row
 
 
-def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, task_cfg: DictConfig) -> dict[str, Any]:
+def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig,
+                        ood_tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The main quality metric on other test sets (e.g. other MasakhaNER languages: zero-shot).
 
-    ``evaluation.ood`` maps a name to task-config overrides (``{yor: {lang: yor, data_dir: ...}}``);
-    the model is evaluated on each one's test split with this run's tokenizer and labels.
+    ``ood_tasks`` maps an ``evaluation.ood`` name to its resolved task config
+    (``compbench.configs.ood_task_configs``); the model is evaluated on each one's test split
+    with this run's tokenizer and labels.
     """
-    if not cfg.ood:
+    if not ood_tasks:
         return {}
     scores: dict[str, float] = {}
-    for name, overrides in to_dict(cfg.ood).items():
-        other_cfg = {**to_dict(task_cfg), **(overrides or {})}
+    for name, other_cfg in ood_tasks.items():
+        other_cfg = dict(other_cfg)
         if "labels" in other_cfg and getattr(task, "labels", None) is not None:
             other_cfg["labels"] = list(task.labels)  # keep label ids identical to the trained head
         other = build_dataclass(other_cfg, "task")
@@ -119,15 +121,15 @@ def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, s
 
 
 def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, run_dir: Path,
-                 cfg: DictConfig, task_cfg: DictConfig, *, size_bytes: int, reference_bytes: int,
+                 cfg: DictConfig, ood_tasks: dict[str, dict[str, Any]], *, size_bytes: int, reference_bytes: int,
                  eff_mode: str) -> dict[str, Any]:
     """All four metric groups for ``model`` (the compressed model, as reloaded from its export,
-    on its evaluation device), given the export's size on disk, the fp32 teacher's
-    (``reference_bytes``) and the method's ``eff_mode``."""
+    on its evaluation device), given the out-of-distribution sets' task configs, the export's
+    size on disk, the fp32 teacher's (``reference_bytes``) and the method's ``eff_mode``."""
     start = time.time()
     row = quality_and_calibration(task, model, run_dir, cfg)
     row.update(robustness(task, model, row, cfg))
-    row.update(out_of_distribution(task, model, cfg, task_cfg))
+    row.update(out_of_distribution(task, model, cfg, ood_tasks))
     row.update(efficiency(model, baseline, family, size_bytes, reference_bytes, eff_mode, cfg))
     row.update(evaluation_cost(time.time() - start))
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from compbench.configs import build_dataclass, check_run_settings, to_dict
+from compbench.configs import build_dataclass, check_run_settings, ood_task_configs, to_dict
 from compbench.errors import ConfigError, Preempted, TrainingDiverged
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
@@ -360,9 +360,9 @@ def data_fingerprints(cfg: DictConfig, task: Task, cache_dir: Path) -> tuple[str
     ``evaluation.ood`` test set (whose data is checked here, before any training, too)."""
     main = task.fingerprint(cache_dir)
     ood = {}
-    for name, overrides in to_dict(cfg.evaluation.get("ood") or {}).items():
+    for name, task_cfg in ood_task_configs(cfg).items():
         try:
-            other = build_dataclass({**to_dict(cfg.task), **(overrides or {})}, f"evaluation.ood.{name} task")
+            other = build_dataclass(task_cfg, f"evaluation.ood.{name} task")
             ood[f"ood.{name}"] = other.fingerprint(cache_dir)
         except ConfigError as exc:
             raise ConfigError(f"out-of-distribution set evaluation.ood.{name}: {exc}") from exc
@@ -466,7 +466,8 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         if cfg.evaluation.evaluate_reloaded_export:
             model = load_export(export_dir)
         baseline = ctx.teacher.to(device)  # the fp32 model the latency ratio is measured against
-        row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, run_dir, cfg.evaluation, cfg.task,
+        row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, run_dir, cfg.evaluation,
+                                ood_task_configs(cfg),
                                 size_bytes=artifact_size_bytes(export_dir),
                                 reference_bytes=fp32_reference_bytes(ctx.teacher_dir),
                                 eff_mode=ctx.methods[-1].eff_mode))
