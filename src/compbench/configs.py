@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from compbench.errors import ConfigError
+
+
+def conf_dir() -> Path:
+    """The config tree: ``$COMPBENCH_CONF_DIR``, else ``conf/`` beside ``src/`` of this checkout.
+
+    Looked up when asked (by the CLIs' ``main``, benchmarks, tests), never at import.
+
+    Raises:
+        ConfigError: the folder has no ``config.yaml``.
+    """
+    env = os.environ.get("COMPBENCH_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"no conf/config.yaml at {path}; install with `pip install -e .` from the repository "
+                          "or set COMPBENCH_CONF_DIR to its conf/ folder.")
+    return path
 
 
 def to_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from compbench.cli import CONF_DIR
+from compbench.configs import conf_dir
 from compbench.configs import build_dataclass, ood_task_configs
 from compbench.errors import ConfigError
 from compbench.training.pipeline import data_fingerprints
@@ -22,7 +22,7 @@ def write_conll(folder: Path, word: str) -> None:
 
 
 def compose_cfg(root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=[
             "task=masakhaner", "task.lang=hau", f"paths.data_root={root}", f"paths.output_dir={root / 'out'}",
             *overrides])
