@@ -19,8 +19,8 @@ perturbation appears twice) from the task YAML::
       - {name: char_swap, rate: 0.05}
       - {name: strip_diacritics, rate: 1.0}
 
-and evaluates each on the test set with :func:`perturb_examples` (or
-:meth:`Perturbation.apply_text` with :func:`example_rng`), then merges
+and evaluates each on the test set, every example perturbed with its own :func:`example_rng`
+(:meth:`Perturbation.apply` on words and labels, :meth:`Perturbation.apply_text` on text), then merges
 :func:`robustness_summary` into the row (and :func:`ood_columns` for out-of-distribution test
 sets): every ``robust.*`` column is built in this module.
 """
@@ -31,7 +31,7 @@ import math
 import random
 import string
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,16 +286,6 @@ def example_rng(seed: int, perturbation_id: str, index: int) -> random.Random:
     """The generator of one example: depends on (seed, perturbation, example index) only, so the
     perturbed test set does not depend on batching, ordering or other perturbations."""
     return random.Random(f"{seed}/{perturbation_id}/{index}")
-
-
-def perturb_examples(
-    perturbation: Perturbation,
-    examples: Iterable[tuple[Sequence[str], Sequence[str] | None]],
-    seed: int,
-) -> Iterator[tuple[Tokens, Labels]]:
-    """Perturb ``(tokens, labels)`` examples, each with its own :func:`example_rng`."""
-    for index, (tokens, labels) in enumerate(examples):
-        yield perturbation.apply(tokens, labels, example_rng(seed, perturbation.id, index))
 
 
 # ------------------------------------------------------------------------------ summary

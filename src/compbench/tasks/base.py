@@ -347,13 +347,6 @@ class Task(ABC):
     def val_dataloader(self) -> DataLoader:
         return self.dataloader("validation")
 
-    def test_dataloader(self) -> DataLoader:
-        return self.dataloader("test")
-
-    @property
-    def row_lang(self) -> str:
-        return self.lang or ""
-
 
 def hub_split_digest(split_dataset: Any) -> str:
     """The ``datasets`` library's fingerprint of a loaded split (its cache identity)."""
