@@ -46,6 +46,8 @@ IDENTITY_COLUMNS: tuple[str, ...] = (
     "data_fingerprint",
     # the debug config the run was made with (e.g. "fast"), empty for a real run; reports skip such rows
     "debug",
+    # the task's main quality column (Task.main_metric, e.g. quality.f1), read by reports and sweepers
+    "main_metric",
 )
 
 #: Config columns, in display order. ``lang`` is empty where the task has no language.

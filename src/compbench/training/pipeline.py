@@ -441,6 +441,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         # First, so that an online W&B run without credentials fails before any work.
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
+        row["main_metric"] = ctx.task.main_metric
         # The data read keys the run: edited files under the same data_dir are a new config.
         ctx.data_fingerprint, run_data = data_fingerprints(cfg, ctx.task, Path(cfg.paths.cache_dir))
         ctx.config_hash = hash_ = config_hash(resolved, data_fingerprint=run_data)

@@ -265,6 +265,7 @@ def _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, obj
         "error": "", "started_at": utc_timestamp(), "run_dir": str(run_dir), **provenance(),
         "model": name, "task": "pretrain", "lang": spec.lang, "method": f"pretrain_{objective}",
         "seed": spec.seed, **{f"method.{k}": v for k, v in params.items()}, "method.corpus_sha256": sha[:16],
+        "main_metric": "quality.ppl",  # the held-out perplexity of the pretraining objective
     }
     ckpt_dir = Path(cfg.paths.get("checkpoints_dir") or Path(cfg.paths.output_dir) / "checkpoints") / f"pretrain-{key}"
     try:
