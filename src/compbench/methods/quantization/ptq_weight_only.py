@@ -16,25 +16,15 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
-from compbench.methods.packing import round_unquantized_to_fp16, save_packed_export
-from compbench.methods.quantizers import SUPPORTED_BITS, freeze_quantized, quantize_modules
-
-
-def check_bits(name: str, value: Any, allowed: tuple[int, ...], optional: bool = False) -> None:
-    """Refuse a bit-width outside ``allowed`` with one sentence."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or value not in allowed:
-        extra = " or null" if optional else ""
-        raise ConfigError(f"{name}={value!r} is not supported; use one of {', '.join(map(str, allowed))}{extra}.")
-
-
-def check_group_size(group_size: Any) -> None:
-    """Refuse a group size that is not a positive integer or null."""
-    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
-        raise ConfigError(f"group_size={group_size!r} must be a positive integer (e.g. 128) or null for per-channel.")
+from compbench.methods.quantization.packing import round_unquantized_to_fp16, save_packed_export
+from compbench.methods.quantization.quantizers import (
+    SUPPORTED_BITS,
+    check_bits,
+    check_group_size,
+    freeze_quantized,
+    quantize_modules,
+)
 
 
 @dataclass
@@ -71,4 +61,4 @@ class WeightOnlyPTQ(Method):
 
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         """Packed codes + fp16 steps in safetensors (see ``packing.py``)."""
-        return save_packed_export(model, out_dir, self.name, **self.row_params())
+        return save_packed_export(model, out_dir, self.name, params=self.manifest_params())

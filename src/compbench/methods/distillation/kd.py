@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from compbench.errors import ConfigError
-from compbench.methods.base import Method, MethodContext, TrainingOutputs
-from compbench.methods.distill_losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
+from compbench.methods.base import Method, MethodContext, TrainingOutputs, weight_decay_groups
+from compbench.methods.distillation.losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
 from compbench.methods.export import save_hf_export
 
 LAYER_INITS = ("uniform", "first", "last")
@@ -346,18 +346,12 @@ class KnowledgeDistillation(Method):
                 state[key] = source.detach().clone()
         student.load_state_dict(state, strict=True)
 
-    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict] | None:
-        """Add the width projections (if any) to the optimizer; None means all student params."""
-        if self._projections is None:
-            return None
-        decay, no_decay = [], []
-        for param in [p for p in model.parameters() if p.requires_grad] + list(self._projections.parameters()):
-            # Same rule as the LightningModule's default groups: no decay on biases and norm weights.
-            (no_decay if param.ndim < 2 else decay).append(param)
-        return [
-            {"params": decay, "lr": lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-        ]
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """The student's parameters and the width projections (if any), under the one decay rule."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self._projections is not None:
+            params += list(self._projections.parameters())
+        return weight_decay_groups(params, lr, weight_decay)
 
     def training_loss(self, out: TrainingOutputs) -> tuple[torch.Tensor, dict[str, float]]:
         """The weighted sum of logit KD, task, hidden-state and attention losses."""

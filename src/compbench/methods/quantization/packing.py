@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from compbench.errors import ConfigError
-from compbench.methods.export import write_manifest
-from compbench.methods.quantizers import (
+from compbench.methods.export import build_from_config, tied_groups, write_manifest
+from compbench.methods.quantization.quantizers import (
     QuantLinear,
     QuantizedWeight,
     conv1d_to_linear,
@@ -116,11 +115,9 @@ def unpack_weight(tensors: dict[str, Tensor], layout: dict[str, Any]) -> Quantiz
 
 # ---------------------------------------------------------------------------- model-level
 def _param_names(model: nn.Module) -> dict[int, list[str]]:
-    """Every name under which each tensor (by identity) appears in the state dict."""
-    names: dict[int, list[str]] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        names.setdefault(id(tensor), []).append(name)
-    return names
+    """Every name under which each tensor (by identity) appears in the state dict, the stored one first."""
+    state = model.state_dict(keep_vars=True)
+    return {id(state[kept]): [kept, *aliases] for kept, aliases in tied_groups(state).items()}
 
 
 def _is_quantizer_state(name: str) -> bool:
@@ -150,7 +147,7 @@ def save_packed_export(
     conv1d_converted: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write a frozen quantized model (see :func:`compbench.methods.quantizers.freeze_quantized`).
+    """Write a frozen quantized model (see :func:`compbench.methods.quantization.quantizers.freeze_quantized`).
 
     Args:
         model: the finalized HF model; modules carrying ``quantized_weight`` are packed.
@@ -197,7 +194,7 @@ def save_packed_export(
         out_dir,
         {
             "format": "packed",
-            "loader": "compbench.methods.packing:load_packed_export",
+            "loader": "compbench.methods.quantization.packing:load_packed_export",
             "method": method,
             "model_class": type(model).__name__,
             "conv1d_converted": conv1d_converted,
@@ -206,13 +203,10 @@ def save_packed_export(
     )
 
 
-def build_from_config(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
-    """Rebuild the HF architecture named in the manifest from ``config.json`` (random weights)."""
-    cls = getattr(transformers, manifest["model_class"], None)
-    if cls is None or not hasattr(cls, "_from_config"):
-        raise ConfigError(f"export in {out_dir} names an unknown model class {manifest['model_class']!r}.")
-    config = transformers.AutoConfig.from_pretrained(out_dir)
-    model = cls._from_config(config)
+def build_for_loading(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
+    """The export's architecture from ``config.json`` (random weights), with GPT-2's ``Conv1D``
+    layers converted to ``nn.Linear`` when the exported model had them converted."""
+    model = build_from_config(out_dir, manifest)
     if manifest.get("conv1d_converted", True):
         conv1d_to_linear(model)
     return model
@@ -222,7 +216,7 @@ def build_from_config(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
 def load_packed_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
     """Loader named by :func:`save_packed_export` manifests: same HF class, same logits."""
     out_dir = Path(out_dir)
-    model = build_from_config(out_dir, manifest)
+    model = build_for_loading(out_dir, manifest)
     layout = json.loads((out_dir / LAYOUT_FILE).read_text())
     stored = load_file(str(out_dir / WEIGHTS_FILE))
     for name, spec in layout["act_quantized"].items():

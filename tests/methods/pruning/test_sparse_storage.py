@@ -3,7 +3,7 @@
 import torch
 from safetensors.torch import save_file
 
-from compbench.methods.sparse_storage import load_sparse_safetensors, save_sparse_safetensors, sparse_bytes
+from compbench.methods.pruning.sparse_storage import load_sparse_safetensors, save_sparse_safetensors, sparse_bytes
 
 
 def _sparse(shape, sparsity, seed=0):

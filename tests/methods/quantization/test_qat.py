@@ -10,12 +10,12 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext, method_training_step
 from compbench.methods.export import load_export
-from compbench.methods.qat import QAT
-from compbench.methods.quantizers import QuantEmbedding, QuantLinear, Quantizer
+from compbench.methods.quantization.qat import QAT
+from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear, Quantizer
+from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
-from test_ptq_weight_only import CONF
+from method_harness import METHOD_CONF as CONF
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
 def _train(family, method, teacher=None, steps=8, lr=1e-2):
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ def test_training_loss_mixes_kd_and_task():
     student_model = tiny_model(family)
     method = QAT(kd_alpha=0.25, kd_temperature=2.0)
     from compbench.methods.base import TrainingOutputs
-    from compbench.methods.distill_losses import logit_kd_loss
+    from compbench.methods.distillation.losses import logit_kd_loss
 
     student = student_model(**batch)
     with torch.no_grad():
@@ -113,14 +113,17 @@ def test_training_loss_mixes_kd_and_task():
 def test_param_groups_separate_quantizer_parameters():
     method = QAT(quantizer="pact", quantizer_lr=1e-3, lr=1e-4)
     model = method.prepare(tiny_model("decoder"), MethodContext(family="decoder"))
-    groups = method.param_groups(model, 1e-4, 0.01)
-    assert [g["lr"] for g in groups] == [1e-4, 1e-3]
-    assert groups[1]["weight_decay"] == 0.0
+    decay, no_decay, quantizers = method.param_groups(model, 1e-4, 0.01)
+    assert [g["lr"] for g in (decay, no_decay, quantizers)] == [1e-4, 1e-4, 1e-3]
+    assert [g["weight_decay"] for g in (decay, no_decay, quantizers)] == [0.01, 0.0, 0.0]
     quantizer_ids = {id(p) for m in model.modules() if isinstance(m, Quantizer) for p in m.parameters()}
-    assert {id(p) for p in groups[1]["params"]} == quantizer_ids
-    assert not quantizer_ids & {id(p) for p in groups[0]["params"]}
+    assert {id(p) for p in quantizers["params"]} == quantizer_ids
+    weights = decay["params"] + no_decay["params"]
+    assert not quantizer_ids & {id(p) for p in weights}
+    # The one weight-decay rule: matrices decay, biases and norm weights do not.
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
     n_all = len({id(p) for p in model.parameters()})
-    assert len(groups[0]["params"]) + len(groups[1]["params"]) == n_all
+    assert len(weights) + len(quantizers["params"]) == n_all
 
 
 @pytest.mark.parametrize("w_bits,e_bits", [(2, 2), (4, 4), (8, 8)])
@@ -145,7 +148,7 @@ def test_export_reload_matches(tmp_path, family, a_bits):
     if a_bits == 32:
         assert not any(isinstance(m, (QuantLinear, QuantEmbedding)) for m in final.modules())
     manifest = method.export(final, tmp_path, None)
-    assert manifest["a_bits"] == a_bits and manifest["quantizer"] == "pact"
+    assert manifest["params"]["a_bits"] == a_bits and manifest["params"]["quantizer"] == "pact"
     reloaded = load_export(tmp_path)
     batch = tiny_batch(family, seed=3)
     with torch.no_grad():

@@ -19,9 +19,9 @@ from torch import nn
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
-from compbench.methods.export import write_manifest
-from compbench.methods.packing import build_from_config
-from compbench.methods.quantizers import conv1d_to_linear
+from compbench.methods.export import tied_groups, write_manifest
+from compbench.methods.quantization.packing import build_for_loading
+from compbench.methods.quantization.quantizers import conv1d_to_linear
 
 #: Outlier threshold of the LLM.int8() paper (Dettmers et al., 2022, §3.2).
 DEFAULT_THRESHOLD = 6.0
@@ -98,15 +98,13 @@ class LLMInt8PTQ(Method):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         model.config.save_pretrained(out_dir)
-        state, seen = {}, set()
-        for key, tensor in model.state_dict().items():
-            if isinstance(tensor, torch.Tensor) and tensor.data_ptr() not in seen:
-                seen.add(tensor.data_ptr())
-                state[key] = tensor.detach().cpu().contiguous()
+        full = model.state_dict()
+        state = {key: full[key].detach().cpu().contiguous() for key in tied_groups(full)}
         save_file(state, str(out_dir / "model.safetensors"))
         return write_manifest(out_dir, {
-            "format": "llm-int8", "loader": "compbench.methods.ptq_llm_int8:load_llm_int8_export",
-            "method": self.name, "model_class": type(model).__name__, "conv1d_converted": True, **self.row_params(),
+            "format": "llm-int8", "loader": "compbench.methods.quantization.ptq_llm_int8:load_llm_int8_export",
+            "method": self.name, "model_class": type(model).__name__, "conv1d_converted": True,
+            "params": self.manifest_params(),
         })
 
 
@@ -115,7 +113,8 @@ def load_llm_int8_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
     from safetensors.torch import load_file
 
     _require_cuda(None)
-    model = build_from_config(Path(out_dir), manifest).half()
-    model = replace_with_int8(model, float(manifest["threshold"]), tuple(manifest["skip_modules"].split(","))).cuda()
+    model = build_for_loading(Path(out_dir), manifest).half()
+    params = manifest["params"]
+    model = replace_with_int8(model, float(params["threshold"]), tuple(params["skip_modules"])).cuda()
     model.load_state_dict(load_file(str(Path(out_dir) / "model.safetensors"), device="cuda"), strict=False)
     return model

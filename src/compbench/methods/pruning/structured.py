@@ -29,7 +29,7 @@ from transformers.pytorch_utils import Conv1D, prune_linear_layer
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
-from compbench.methods.sparse_storage import load_sparse_export, save_sparse_export
+from compbench.methods.pruning.sparse_storage import load_sparse_export, save_sparse_export
 
 IMPORTANCES = ("magnitude", "gradient")
 LAYER_DROPS = ("none", "keep_every_k", "top", "bottom")
@@ -399,6 +399,6 @@ class StructuredPruning(Method):
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         return save_sparse_export(
             model, out_dir, method=self.name,
-            loader="compbench.methods.prune_structured:load_structured_export",
+            loader="compbench.methods.pruning.structured:load_structured_export",
             structure=describe_structure(model),
         )

@@ -25,7 +25,7 @@ from transformers.pytorch_utils import Conv1D
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
-from compbench.methods.sparse_storage import VALUE_DTYPES, save_sparse_export
+from compbench.methods.pruning.sparse_storage import VALUE_DTYPES, save_sparse_export
 
 SCOPES = ("global", "per_layer")
 SCHEDULES = ("oneshot", "gradual")

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext
-from compbench.methods.ptq_llm_int8 import LLMInt8PTQ
-from test_ptq_weight_only import CONF
+from compbench.methods.quantization.ptq_llm_int8 import LLMInt8PTQ
+from method_harness import METHOD_CONF as CONF
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for CPU-only machines")

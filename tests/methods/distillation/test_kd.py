@@ -11,10 +11,10 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext, TrainingOutputs
 from compbench.methods.export import artifact_size_bytes, load_export, save_hf_export
-from compbench.methods.kd import KnowledgeDistillation, select_layers
+from compbench.methods.distillation.kd import KnowledgeDistillation, select_layers
+from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
 
-FAMILIES = ("encoder", "decoder", "encoder_decoder")
 #: Four-block teachers, so that a two-block student is a real subset.
 DEEP = {
     "encoder": dict(num_hidden_layers=4),

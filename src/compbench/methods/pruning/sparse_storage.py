@@ -17,13 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig
 
 from compbench.errors import ConfigError
-from compbench.methods.export import write_manifest
+from compbench.methods.export import build_from_config, tied_groups, write_manifest
 
 WEIGHTS_FILE = "model.sparse.safetensors"
 _MASK_SUFFIX = "::mask"
@@ -104,24 +102,16 @@ def dedupe_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
     Returns:
         (unique tensors, aliases ``{dropped name: kept name}``) so a loader can restore the ties.
     """
-    unique: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-        if tensor.numel() > 0 and key in seen:
-            aliases[name] = seen[key]
-            continue
-        seen[key] = name
-        unique[name] = tensor
-    return unique, aliases
+    state = model.state_dict()
+    groups = tied_groups(state)
+    return {name: state[name] for name in groups}, {alias: kept for kept, names in groups.items() for alias in names}
 
 
 def save_sparse_export(
     model: nn.Module,
     out_dir: str | Path,
     method: str,
-    loader: str = "compbench.methods.sparse_storage:load_sparse_export",
+    loader: str = "compbench.methods.pruning.sparse_storage:load_sparse_export",
     value_dtype: str = "float32",
     **extra: Any,
 ) -> dict[str, Any]:
@@ -169,11 +159,7 @@ def load_sparse_export(
             so that its shapes match the stored tensors before they are loaded.
     """
     out_dir = Path(out_dir)
-    cls = getattr(transformers, manifest["model_class"], None)
-    if cls is None or not hasattr(cls, "config_class"):
-        raise ConfigError(f"export in {out_dir} names an unknown model class {manifest['model_class']!r}.")
-    config = AutoConfig.from_pretrained(str(out_dir))
-    model = cls(config)
+    model = build_from_config(out_dir, manifest)
     if reshape is not None:
         reshape(model)
     tensors = load_sparse_safetensors(out_dir / WEIGHTS_FILE)

@@ -1,7 +1,6 @@
 """RTN weight-only PTQ: levels per group, error ordering by bits, exact export reloads, validation."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +9,11 @@ from omegaconf import OmegaConf
 from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.export import load_export
-from compbench.methods.ptq_weight_only import WeightOnlyPTQ
+from compbench.methods.quantization.ptq_weight_only import WeightOnlyPTQ
+from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
-CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
+from method_harness import METHOD_CONF as CONF
 
 
 def _finalize(method, family):
@@ -50,7 +49,7 @@ def test_export_reload_matches(tmp_path, family, group_size):
     method = WeightOnlyPTQ(w_bits=3, e_bits=4, group_size=group_size)
     _, final = _finalize(method, family)
     manifest = method.export(final, tmp_path, None)
-    assert manifest["w_bits"] == 3 and manifest["format"] == "packed"
+    assert manifest["params"]["w_bits"] == 3 and manifest["format"] == "packed"
     batch = tiny_batch(family)
     reloaded = load_export(tmp_path)
     with torch.no_grad():

@@ -8,10 +8,10 @@ import torch
 from compbench.errors import ConfigError
 from compbench.methods.base import MethodContext
 from compbench.methods.export import artifact_size_bytes, load_export, save_hf_export
-from compbench.methods.ptq_half import DTYPES, HalfPrecisionPTQ
+from compbench.methods.quantization.ptq_half import DTYPES, HalfPrecisionPTQ
+from compbench.models.families import FAMILIES
 from method_harness import tiny_batch, tiny_model
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
 
 @pytest.mark.parametrize("dtype", sorted(DTYPES))

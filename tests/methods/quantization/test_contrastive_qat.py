@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compbench.methods.contrastive_qat import (
+from compbench.methods.quantization.contrastive_qat import (
     ContrastSettings,
     TokenContrast,
     TokenMemoryBank,
@@ -223,7 +223,7 @@ def test_contrastive_loss_decreases_on_a_fixed_batch():
 
 # ------------------------------------------------------------------------------ dynamic scaling
 def _initialised_quantizer(bits, weight, **kwargs):
-    from compbench.methods.quantizers import get_quantizer
+    from compbench.methods.quantization.quantizers import get_quantizer
 
     quantizer = get_quantizer("dynamic_scaling")(bits, **kwargs)
     quantizer.init_from(weight)
@@ -231,8 +231,8 @@ def _initialised_quantizer(bits, weight, **kwargs):
 
 
 def test_dynamic_scaling_is_registered_and_clips_at_gamma_mean_abs():
-    from compbench.methods.contrastive_qat import DynamicScalingQuantizer
-    from compbench.methods.quantizers import QUANTIZERS
+    from compbench.methods.quantization.quantizers import DynamicScalingQuantizer
+    from compbench.methods.quantization.quantizers import QUANTIZERS
 
     assert QUANTIZERS["dynamic_scaling"] is DynamicScalingQuantizer
     weight = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
@@ -297,7 +297,7 @@ def test_gamma_gets_gradient_from_clipped_weights_alone():
 def test_fused_dynamic_scaling_equals_autograd_through_clip_and_ste_round(bits, grouping):
     """The fused forward/backward against the reference path: plain autograd through the base
     quantizer's clip, STE round and clamp (the paper's gradient, checked above)."""
-    from compbench.methods.quantizers import Quantizer
+    from compbench.methods.quantization.quantizers import Quantizer
 
     weight = torch.randn(6, 32, generator=torch.Generator().manual_seed(9))
     weight[0, :2] = torch.tensor([3.0, -4.0])  # clipped values at every bit-width
@@ -333,9 +333,10 @@ from method_harness import run_steps, tiny_batch, tiny_model  # noqa: E402
 from compbench.errors import ConfigError  # noqa: E402
 from compbench.methods import build_method  # noqa: E402
 from compbench.methods.base import MethodContext, TrainingOutputs  # noqa: E402
-from compbench.methods.contrastive_qat import AUX_ATTR, ContrastiveQAT, DynamicScalingQuantizer  # noqa: E402
+from compbench.methods.quantization.contrastive_qat import AUX_ATTR, ContrastiveQAT  # noqa: E402
+from compbench.methods.quantization.quantizers import DynamicScalingQuantizer  # noqa: E402
 from compbench.methods.export import load_export  # noqa: E402
-from compbench.methods.quantizers import QuantEmbedding, QuantLinear  # noqa: E402
+from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear  # noqa: E402
 
 FAMILIES = ["decoder", "encoder_decoder", "encoder"]
 SMALL = dict(projection_dim=16, max_steps=4)
@@ -360,7 +361,7 @@ def test_yaml_builds_the_headline_setting():
 
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[2] / "conf" / "method" / "contrastive_qat.yaml"
+    conf = Path(__file__).resolve().parents[3] / "conf" / "method" / "contrastive_qat.yaml"
     assert conf.read_text().startswith("# compbench ")
     method = build_method(OmegaConf.load(conf))
     assert isinstance(method, ContrastiveQAT)
@@ -433,7 +434,7 @@ def test_every_gamma_gets_a_finite_nonzero_gradient(family):
 
 
 def test_ablation_contrastive_off_is_exactly_logit_kd():
-    from compbench.methods.distill_losses import logit_kd_loss, valid_token_mask
+    from compbench.methods.distillation.losses import logit_kd_loss, valid_token_mask
 
     method, model, loss, logs, out, teacher_out, batch = _one_step("decoder", contrastive=False)
     assert not method.needs_hidden_states and out.hidden_states is None
@@ -448,7 +449,7 @@ def test_ablation_contrastive_off_is_exactly_logit_kd():
 
 def test_ablation_dynamic_scaling_off_is_pact_per_module_from_the_same_clip():
     """The paper's Table 7 ablation: PACT's gradient; granularity, grid and initial clip unchanged."""
-    from compbench.methods.quantizers import PACTQuantizer
+    from compbench.methods.quantization.quantizers import PACTQuantizer
 
     method_ds = ContrastiveQAT(**SMALL)
     full = method_ds.prepare(tiny_model("decoder", seed=1), MethodContext(family="decoder", teacher=tiny_model("decoder")))

@@ -9,7 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from compbench.errors import ConfigError
 from compbench.methods.export import artifact_size_bytes, load_export
-from compbench.methods.packing import (
+from compbench.methods.quantization.packing import (
     LAYOUT_FILE,
     WEIGHTS_FILE,
     pack_codes,
@@ -17,7 +17,7 @@ from compbench.methods.packing import (
     save_packed_export,
     unpack_codes,
 )
-from compbench.methods.quantizers import freeze_quantized, quantize_modules
+from compbench.methods.quantization.quantizers import freeze_quantized, quantize_modules
 from method_harness import tiny_batch, tiny_model
 
 FAMILIES = ["encoder", "decoder", "encoder_decoder", "decoder_tokcls"]

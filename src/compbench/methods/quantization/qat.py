@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from compbench.errors import ConfigError
-from compbench.methods.base import Method, MethodContext, TrainingOutputs
-from compbench.methods.distill_losses import logit_kd_loss, valid_token_mask
-from compbench.methods.packing import round_unquantized_to_fp16, save_packed_export
-from compbench.methods.ptq_weight_only import check_bits, check_group_size
-from compbench.methods.quantizers import (
+from compbench.methods.base import Method, MethodContext, TrainingOutputs, weight_decay_groups
+from compbench.methods.distillation.losses import logit_kd_loss, valid_token_mask
+from compbench.methods.quantization.packing import round_unquantized_to_fp16, save_packed_export
+from compbench.methods.quantization.quantizers import (
+    check_bits,
+    check_group_size,
     QUANTIZERS,
     SUPPORTED_A_BITS,
     SUPPORTED_BITS,
@@ -116,12 +117,12 @@ class QAT(Method):
             act_quantizer=self.act_quantizer, per_channel=True, group_size=self.group_size,
         )
 
-    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict] | None:
-        """Model weights with weight decay; learned quantizer parameters at ``quantizer_lr`` and
-        ``quantizer_weight_decay``."""
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """Model weights under the one decay rule (:func:`weight_decay_groups`); learned quantizer
+        parameters at ``quantizer_lr`` and ``quantizer_weight_decay``."""
         quantizer_params = {id(p): p for m in model.modules() if isinstance(m, Quantizer) for p in m.parameters()}
         weights = [p for p in model.parameters() if p.requires_grad and id(p) not in quantizer_params]
-        groups = [{"params": weights, "lr": lr, "weight_decay": weight_decay}]
+        groups = weight_decay_groups(weights, lr, weight_decay)
         learned = [p for p in quantizer_params.values() if p.requires_grad]
         if learned:
             groups.append({"params": learned, "lr": self.quantizer_lr or lr,
@@ -147,4 +148,4 @@ class QAT(Method):
 
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         """Packed codes, fp16 steps and activation-quantizer parameters (see ``packing.py``)."""
-        return save_packed_export(model, out_dir, self.name, **self.row_params())
+        return save_packed_export(model, out_dir, self.name, params=self.manifest_params())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compbench.methods.distill_losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
+from compbench.methods.distillation.losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
 
 
 def _reference_kd(student, teacher, temperature, mask):

@@ -7,11 +7,12 @@ import pytest
 import torch
 from method_harness import run_steps, tiny_batch, tiny_model
 
+from compbench.models.families import FAMILIES
 from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext
 from compbench.methods.export import artifact_size_bytes, load_export
-from compbench.methods.prune_structured import (
+from compbench.methods.pruning.structured import (
     StructuredPruning,
     attention_units,
     describe_structure,
@@ -20,7 +21,6 @@ from compbench.methods.prune_structured import (
     keep_neurons,
 )
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 # 4 heads, FFN 128 and 4 layers per stack so that halving leaves something to compare
 SHAPES = {
     "encoder": dict(num_attention_heads=4, num_hidden_layers=4),
@@ -248,7 +248,7 @@ def test_gradient_importance_is_michel_et_al_and_differs_from_per_dimension_abs(
     per_dim = _per_head_scores(copy.deepcopy(model), batches, per_dimension_abs=True)[0]
     assert michel.argmax() == 1 and per_dim.argmax() == 0  # the two readings rank the heads differently
 
-    from compbench.methods.prune_structured import _gradient_scores
+    from compbench.methods.pruning.structured import _gradient_scores
 
     heads, _ = _gradient_scores(model, attention_units(model), ffn_units(model), batches)
     torch.testing.assert_close(heads[0], michel, rtol=1e-4, atol=1e-7)

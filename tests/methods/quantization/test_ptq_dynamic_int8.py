@@ -13,11 +13,11 @@ from transformers.pytorch_utils import Conv1D
 from compbench.errors import ConfigError
 from compbench.methods.base import MethodContext
 from compbench.methods.export import load_export
-from compbench.methods.ptq_dynamic_int8 import DynamicInt8PTQ, _int8_parts
+from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ, _int8_parts
 from compbench.metrics.efficiency import count_parameters
+from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear
 
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from compbench.models.families import FAMILIES
 from compbench.errors import ConfigError
-from compbench.methods.quantizers import (
+from compbench.methods.quantization.quantizers import (
     QUANTIZERS,
     QuantEmbedding,
     QuantLinear,
@@ -22,7 +23,6 @@ from compbench.methods.quantizers import (
 )
 from method_harness import tiny_batch, tiny_model
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
 
 def _weight(rows=6, cols=64, seed=0):

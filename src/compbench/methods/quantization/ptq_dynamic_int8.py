@@ -8,10 +8,9 @@ Backends (``backend``):
 
 * ``torch_ao``: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/onednn kernels);
 * ``torchao``: ``torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())``;
-* ``auto``: ``torch_ao``. Measured on this project's CPU machine (GPT-2-small shape, batch 1 x
-  128, 1 thread, torch 2.13 / torchao 0.18): fp32 0.56 s, torch_ao 0.33 s, torchao 16.9 s per
-  forward -- torchao's int8 path has no fast eager CPU kernel here, so ``auto`` picks torch_ao.
-  ``benchmarks/quantization.py`` re-measures it.
+* ``auto``: ``torch_ao``, because torchao's eager int8 path has no fast CPU kernel (the
+  measurement is in ``benchmarks/README.md``; ``benchmarks/quantization.py`` and
+  ``compbench-bench`` re-measure it).
 
 Tied embeddings (GPT-2's ``wte``/``lm_head``, BART's ``shared``/``embed_tokens``/``lm_head``):
 the output head is quantized like every Linear, and every input embedding sharing its weight
@@ -25,7 +24,7 @@ int8 weight counts the tensor once). We keep a fp32 lookup table of ``code * sca
 than ``torch.ao.nn.quantized.Embedding``: the table equals the head's dequantized weight by
 construction, whereas that module needs the codes re-expressed as quint8 with float zero points
 (``code + 128``, zero point 128) and its rowwise kernel computes ``code * scale + bias`` (equal
-to ``code * scale`` in a 5000 x 256 check on this machine, but not by construction); its
+to ``code * scale`` in practice, but not by construction); its
 ``weight`` is a method, not a tensor, and it would drop BART's ``embed_scale`` wrapper class.
 Embedding lookups cost the same as before; RAM holds the fp32 table beside the head's packed
 int8 copy, as before (the quantized module would save 3 bytes per table entry in RAM, not on disk).
@@ -51,9 +50,9 @@ from torch import Tensor, nn
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
-from compbench.methods.export import write_manifest
-from compbench.methods.packing import build_from_config
-from compbench.methods.quantizers import conv1d_to_linear
+from compbench.methods.export import tied_groups, write_manifest
+from compbench.methods.quantization.packing import build_for_loading
+from compbench.methods.quantization.quantizers import conv1d_to_linear
 
 BACKENDS = ("auto", "torch_ao", "torchao")
 #: What ``auto`` resolves to on CPU (see the module docstring for the measurement).
@@ -173,22 +172,16 @@ class DynamicInt8PTQ(Method):
             tensors[f"{name}.qscale"] = scales.float().contiguous()
             if bias is not None:
                 tensors[f"{name}.bias"] = bias.detach().half().contiguous()
-        seen: set[int] = set()
-        aliases: dict[str, list[str]] = {}
-        for key, tensor in model.state_dict(keep_vars=True).items():
-            if not isinstance(tensor, Tensor) or any(key.startswith(f"{name}.") for name in linears):
-                continue
-            if id(tensor) in seen:
-                primary = next(k for k, v in aliases.items() if id(v[0]) == id(tensor))
-                aliases[primary].append(key)
-                continue
-            seen.add(id(tensor))
-            aliases[key] = [tensor]
-            tensors[key] = (tensor.detach().half() if tensor.is_floating_point() else tensor.detach()).contiguous()
+        state = {key: tensor for key, tensor in model.state_dict(keep_vars=True).items()
+                 if isinstance(tensor, Tensor) and not any(key.startswith(f"{name}.") for name in linears)}
+        groups = tied_groups(state)
+        for key in groups:
+            tensor = state[key].detach()
+            tensors[key] = (tensor.half() if tensor.is_floating_point() else tensor).contiguous()
         save_file(tensors, str(out_dir / WEIGHTS_FILE))
         layout = {
             "linears": sorted(linears),
-            "aliases": {k: v[1:] for k, v in aliases.items() if len(v) > 1},
+            "aliases": {kept: names for kept, names in groups.items() if names},
             # Embeddings rebuilt from this head's codes at load time (not stored themselves).
             "tied_to_head": {head_name: embedding_names} if head_name is not None else {},
         }
@@ -197,11 +190,12 @@ class DynamicInt8PTQ(Method):
             out_dir,
             {
                 "format": "int8-dynamic",
-                "loader": "compbench.methods.ptq_dynamic_int8:load_int8_export",
+                "loader": "compbench.methods.quantization.ptq_dynamic_int8:load_int8_export",
                 "method": self.name,
                 "model_class": type(model).__name__,
                 "conv1d_converted": True,
-                **self.row_params(),
+                "backend_ran": self.resolved_backend,
+                "params": self.manifest_params(),
             },
         )
 
@@ -230,7 +224,7 @@ def load_int8_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
     """Rebuild the HF model, quantize it with the same backend and install the stored int8 codes."""
     out_dir = Path(out_dir)
     backend = manifest["backend_ran"]
-    model = build_from_config(out_dir, manifest).eval()
+    model = build_for_loading(out_dir, manifest).eval()
     apply_int8(model, backend)
     layout = json.loads((out_dir / LAYOUT_FILE).read_text())
     stored = load_file(str(out_dir / WEIGHTS_FILE))

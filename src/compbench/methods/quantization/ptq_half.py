@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import transformers
 from torch import nn
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
-from compbench.methods.export import save_hf_export
+from compbench.methods.export import model_class, save_hf_export
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -80,16 +79,15 @@ class HalfPrecisionPTQ(Method):
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         """safetensors in ``dtype`` (half the fp32 bytes); the loader restores the same dtype."""
         return save_hf_export(model, out_dir, method=self.name, format="hf-half",
-                              loader="compbench.methods.ptq_half:load_half_export", **self.row_params())
+                              loader="compbench.methods.quantization.ptq_half:load_half_export",
+                              params=self.manifest_params())
 
 
 def load_half_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
     """Rebuild the model in the export's dtype (never upcast: that would double its memory)."""
-    cls = getattr(transformers, manifest["model_class"], None)
-    if cls is None or not hasattr(cls, "from_pretrained"):
-        raise ConfigError(f"export in {out_dir} names an unknown model class {manifest['model_class']!r}.")
-    dtype = manifest.get("dtype")
+    params = manifest.get("params", {})
+    dtype = params.get("dtype")
     if dtype not in DTYPES:
         raise ConfigError(f"export in {out_dir} has no valid half-precision dtype ({dtype!r}); re-export it.")
-    model = cls.from_pretrained(out_dir, dtype=DTYPES[dtype])
-    return cast_half(model, DTYPES[dtype], bool(manifest.get("fp32_logits", True)))
+    model = model_class(out_dir, manifest).from_pretrained(out_dir, dtype=DTYPES[dtype])
+    return cast_half(model, DTYPES[dtype], bool(params.get("fp32_logits", True)))

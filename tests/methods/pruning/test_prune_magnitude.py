@@ -8,9 +8,9 @@ from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import MethodContext
 from compbench.methods.export import artifact_size_bytes, load_export
-from compbench.methods.prune_magnitude import MagnitudePruning, cubic_sparsity, prunable_targets, weight_sparsity
+from compbench.methods.pruning.magnitude import MagnitudePruning, cubic_sparsity, prunable_targets, weight_sparsity
+from compbench.models.families import FAMILIES
 
-FAMILIES = ["encoder", "decoder", "encoder_decoder"]
 
 
 def _snapshot(model):
