@@ -149,8 +149,9 @@ def method_configs(n_layer: int, only: set[str] | None) -> list[tuple[str, str, 
 
 
 def shorten_training(cfg: Any, steps: int) -> None:
-    """Training methods (YAML ``max_steps`` > 0) train ``steps`` steps; one-shot ones stay at 0."""
-    if "max_steps" in cfg and int(cfg.max_steps) > 0:
+    """Training methods (YAML ``max_steps`` > 0) train ``steps`` steps; one-shot ones (0, or null:
+    ``prune_magnitude when=after`` trains 0 steps unless told) stay as they are."""
+    if cfg.get("max_steps") is not None and int(cfg.max_steps) > 0:
         cfg.max_steps = steps
         for key in ("end_step",):  # schedules ending after max_steps would be refused
             if cfg.get(key) is not None:

@@ -54,7 +54,7 @@ def artifact_size_bytes(out_dir: Path) -> int:
 def model_class(out_dir: Path, manifest: dict[str, Any]) -> type:
     """The transformers class named in the manifest, refusing anything else with one sentence."""
     cls = getattr(transformers, str(manifest.get("model_class")), None)
-    if cls is None or not hasattr(cls, "from_pretrained"):
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         raise ConfigError(f"export in {out_dir} names an unknown model class {manifest.get('model_class')!r}; "
                           "it must be a transformers model class (re-export it).")
     return cls
