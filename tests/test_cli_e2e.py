@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from seqeval.metrics import f1_score
 
-from compbench.tasks.ner import read_conll_predictions
+from compbench.tasks.ner import TokenClassificationTask, read_conll_predictions
 
 FAST = ("debug=fast", "evaluation.robustness.max_examples=20", "evaluation.efficiency.repeats=3")
 METRIC_GROUPS = ("quality.", "calib.", "robust.", "eff.")
@@ -31,6 +31,7 @@ def test_ner_run_writes_ok_row_and_f1_matches_seqeval_on_saved_predictions(run_c
     row = rows[0]
     assert row["status"] == "ok" and row["error"] == ""
     assert row["model"] == "tiny_afriberta" and row["task"] == "smoke" and row["method"] == "none"
+    assert row["main_metric"] == TokenClassificationTask.main_metric  # named by the task, read by reports
     assert_all_groups_finite(row)
     run_dir = Path(row["run_dir"])
     assert row["run_id"] in run_dir.name
