@@ -26,11 +26,13 @@ _exit_code = 0
 def app(cfg: DictConfig) -> None:
     """Hydra task function: pretrain (or find in the cache) the model's checkpoint."""
     from compbench.configs import build_dataclass
+    from compbench.console import setup_console
     from compbench.errors import ConfigError
     from compbench.training.pipeline import make_trainer, new_run_id
     from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 
     global _exit_code
+    setup_console(verbose=bool(cfg.get("verbose", False)))  # quiet by default, as compbench is
     try:
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
