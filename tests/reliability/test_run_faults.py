@@ -87,14 +87,17 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes(tmp_path):
 
 
 SWEEP = ("-m", "seed=0,1", "finetune.max_steps=60")  # each job fine-tunes its own teacher
+#: Two jobs whose second one fine-tunes long enough (1000 steps) that a kill shortly after the
+#: first job's row lands inside it on a fast, idle machine too (60 steps finished in < 2 s there).
+SLOW_SECOND_JOB = ("-m", "finetune.max_steps=60,1000")
 
 
-def check_after_kill_and_rerun(out: Path) -> None:
+def check_after_kill_and_rerun(out: Path, sweep: tuple[str, ...] = SWEEP) -> None:
     """After a kill: the store is sound; the re-run completes exactly the missing work."""
     before = rows(out)
     ok_before = {r["config_hash"]: r["run_id"] for r in before if r["status"] == "ok"}
     assert len(ok_before) == len([r for r in before if r["status"] == "ok"]), "an ok config stored twice"
-    rerun = subprocess.run(cli(out, *SWEEP), cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(cli(out, *sweep), cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     after = rows(out)
     ok_after = {r["config_hash"]: r for r in after if r["status"] == "ok"}
@@ -135,7 +138,7 @@ def test_sigkill_during_the_second_job_of_a_sweep(tmp_path):
     """Short version (default run): kill once the first job's row is stored, while the second
     job fine-tunes/evaluates/exports; the re-run skips the first job and completes the second."""
     out = tmp_path / "r"
-    proc = subprocess.Popen(cli(out, *SWEEP), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli(out, *SLOW_SECOND_JOB), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and not [r for r in rows(out) if r["status"] == "ok"]:
@@ -144,7 +147,7 @@ def test_sigkill_during_the_second_job_of_a_sweep(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len([r for r in rows(out) if r["status"] == "ok"]) == 1, "the kill did not land in the second job"
-    check_after_kill_and_rerun(out)
+    check_after_kill_and_rerun(out, SLOW_SECOND_JOB)
 
 
 @pytest.mark.slow
