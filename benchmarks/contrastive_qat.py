@@ -32,8 +32,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from compbench.methods.base import Method, MethodContext, method_training_step
-from compbench.methods.contrastive_qat import ContrastiveQAT
-from compbench.methods.qat import QAT
+from compbench.methods.quantization.contrastive_qat import ContrastiveQAT
+from compbench.methods.quantization.qat import QAT
 
 SHAPES = {
     "tiny_gpt2": dict(n_layer=2, n_embd=64, n_head=2, vocab_size=2000),  # conf/model/tiny_gpt2.yaml

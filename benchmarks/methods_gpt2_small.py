@@ -9,9 +9,10 @@ The fp32 "teacher" is ``GPT2LMHeadModel(GPT2Config())`` with random weights (see
 access; sizes and speeds do not depend on the values), exported with ``method=none`` as the fp32
 reference. Every ``conf/method/*.yaml`` (except ``chain.yaml``) is built with
 ``compbench.methods.build_method`` from the YAML plus the overrides of :func:`variants` (training
-methods get ``max_steps=--steps``), then run as the pipeline runs it: ``check -> prepare ->
---steps training steps (AdamW, linear warm-up/decay, the teacher forwarded under no_grad, on
-fixed random 4 x 128 token batches) -> finalize -> export -> load_export``. The reloaded model's
+methods get ``max_steps=--steps``), then run through the pipeline's own lifecycle
+(``compbench.methods.lifecycle.compress``: check -> prepare -> --steps training steps -> finalize,
+training with its ``PlainTraining`` loop: AdamW, linear warm-up/decay, the teacher forwarded under
+no_grad, on fixed random 4 x 128 token batches) -> export -> load_export. The reloaded model's
 logits are compared with the in-memory finalized model's (``reload max|d|``). A method refused
 by ``check`` (``ptq_llm_int8`` on CPU) gets its refusal sentence as its row.
 
@@ -50,13 +51,14 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from transformers import GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup
+from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
 from compbench.errors import ConfigError
 from compbench.methods import build_method
-from compbench.methods.base import Method, MethodContext, method_training_step
+from compbench.methods.base import Method, MethodContext
 from compbench.methods.export import artifact_size_bytes, load_export
+from compbench.methods.lifecycle import PlainTraining, compress
 from compbench.metrics.efficiency import count_parameters, hardware_string, measure_latency
 
 METHOD_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "method"
@@ -154,55 +156,21 @@ def shorten_training(cfg: Any, steps: int) -> None:
                 cfg[key] = steps
 
 
-def train(method: Method, model: torch.nn.Module, teacher: torch.nn.Module, batches: list[dict]) -> torch.nn.Module:
-    """``method.training_steps`` steps the way the LightningModule takes them.
-
-    Student forward (hidden states / attentions as the method asks), teacher forward under
-    ``no_grad`` when the method needs it, ``training_loss``, AdamW step with linear warm-up and
-    decay, then ``on_train_step``. Written here rather than imported from ``tests/`` so that the
-    benchmark does not depend on test helpers.
-    """
-    steps = method.training_steps
-    lr = method.learning_rate
-    groups = method.param_groups(model, lr, WEIGHT_DECAY)
-    if groups is None:
-        params = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * steps), steps)
-    model.train()
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        loss, _, student = method_training_step(method, model, teacher, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        method.on_train_step(model, step + 1, steps)
-        del student, loss
-    model.eval()
-    del optimizer, scheduler
-    return model
-
-
 def compress_and_reload(method: Method, teacher: torch.nn.Module, ctx: MethodContext, batches: list[dict],
                         inputs: dict[str, torch.Tensor], out_dir: Path, row: Row) -> torch.nn.Module:
-    """check -> prepare -> train -> finalize -> export -> load_export; fills ``row``, returns the reload."""
+    """The pipeline's lifecycle (``compress``: check -> prepare -> train -> finalize) with a plain
+    training loop (AdamW, linear warm-up/decay, teacher under no_grad), then export -> load_export;
+    fills ``row``, returns the reload."""
     clock = time.perf_counter()
-    method.check(ctx)
-    model = method.prepare(copy.deepcopy(teacher).requires_grad_(True), ctx)
-    row.seconds["prepare"] = time.perf_counter() - clock
-    if method.training_steps > 0:
-        clock = time.perf_counter()
-        model = train(method, model, teacher, batches)
-        row.seconds["train"] = time.perf_counter() - clock
+    training = PlainTraining(batches, teacher=teacher, weight_decay=WEIGHT_DECAY, schedule=True,
+                             warmup_ratio=WARMUP_RATIO)
+    model, _ = compress(copy.deepcopy(teacher).requires_grad_(True), [method], lambda index, m: ctx, training)
+    row.seconds["compress"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    model = method.finalize(model.eval(), ctx).eval()
     with torch.inference_mode():
         logits = model(**inputs).logits.float()
     method.export(model, out_dir, ctx)
-    row.seconds["finalize+export"] = time.perf_counter() - clock
+    row.seconds["export"] = time.perf_counter() - clock
     row.size_bytes = artifact_size_bytes(out_dir)
     del model
     gc.collect()

@@ -1,10 +1,13 @@
 """Drive a Method's lifecycle on a tiny model without the pipeline (shared by method tests).
 
-It mirrors what ``compbench.training.module.CompressionModule`` does each step, in a few lines,
-so that method unit tests stay fast; end-to-end CLI tests cover the real LightningModule.
+It runs the pipeline's own lifecycle (``compbench.methods.lifecycle.compress``) with a plain
+training loop instead of the LightningModule, so that method unit tests stay fast; end-to-end
+CLI tests cover the real LightningModule.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -14,10 +17,13 @@ from transformers import (
     XLMRobertaForTokenClassification,
 )
 
-from compbench.methods.base import Method, MethodContext, method_training_step
+from compbench.methods.base import Method, MethodContext
+from compbench.methods.lifecycle import PlainTraining, compress
 from compbench.models.tiny import tiny_config
 
 VOCAB = 96
+#: conf/method/ of this checkout (method YAMLs that tests load directly).
+METHOD_CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 
 
 def tiny_model(family: str, seed: int = 0, **overrides):
@@ -56,21 +62,9 @@ def tiny_batch(family: str, batch_size: int = 4, seq_len: int = 12, seed: int = 
 
 
 def run_steps(method: Method, model, batches, teacher=None, lr: float = 1e-3, family: str = "decoder"):
-    """prepare -> N training steps (as the LightningModule does) -> finalize. Returns
-    (finalized model, list of losses)."""
-    ctx = MethodContext(family=family, teacher=teacher)
-    method.check(ctx)
-    model = method.prepare(model, ctx)
-    model.train()
-    groups = method.param_groups(model, lr, 0.0) or [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(groups, lr=lr)
-    losses = []
-    for step, batch in enumerate(batches):
-        loss, _, _ = method_training_step(method, model, teacher, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        method.on_train_step(model, step + 1, len(batches))
-        losses.append(float(loss.detach()))
-    model.eval()
-    return method.finalize(model, ctx), losses
+    """The pipeline's lifecycle (:func:`compbench.methods.lifecycle.compress`) with a plain training
+    loop over ``batches`` (one step each, no schedule, no weight decay) when the method trains.
+    Returns (finalized model, list of losses)."""
+    training = PlainTraining(batches, teacher=teacher, lr=lr, steps=len(batches)) if batches else None
+    final, _ = compress(model, [method], lambda index, m: MethodContext(family=family, teacher=teacher), training)
+    return final, (training.losses if training is not None else [])

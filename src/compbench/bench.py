@@ -427,12 +427,12 @@ def _speed_variants(shape: str, quick: bool, tmp: Path):
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     from transformers import GPT2LMHeadModel, XLMRobertaConfig, XLMRobertaForTokenClassification
 
-    from compbench.methods.kd import KnowledgeDistillation
+    from compbench.methods.distillation.kd import KnowledgeDistillation
     from compbench.methods.none import NoCompression
-    from compbench.methods.prune_structured import StructuredPruning
-    from compbench.methods.ptq_dynamic_int8 import DynamicInt8PTQ
-    from compbench.methods.ptq_half import HalfPrecisionPTQ
-    from compbench.methods.quantizers import conv1d_to_linear
+    from compbench.methods.pruning.structured import StructuredPruning
+    from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ
+    from compbench.methods.quantization.ptq_half import HalfPrecisionPTQ
+    from compbench.methods.quantization.quantizers import conv1d_to_linear
 
     torch.manual_seed(0)
     if shape == "gpt2_small":

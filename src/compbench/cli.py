@@ -94,6 +94,7 @@ def app(cfg: DictConfig) -> float | None:
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     run_id = ""
     try:
+        select_method_chain(cfg)
         done = skip_if_done(cfg)
         if done is not None:
             log.info("Skipped: config %s is done (ok run %s); force=true recomputes it",
@@ -120,6 +121,19 @@ def app(cfg: DictConfig) -> float | None:
             _exit_code = 1
         return None
     return main_metric_value(row)
+
+
+def select_method_chain(cfg: DictConfig) -> None:
+    """A ``method=[a,b]`` selection becomes ``method.stages`` here, where the config is composed,
+    so that everything downstream (hashing, building the methods) needs nothing but the config."""
+    from omegaconf import open_dict
+
+    from compbench.methods import chain_as_stages, chain_names
+
+    names = chain_names(HydraConfig.get().overrides.task)
+    if names:
+        with open_dict(cfg):
+            cfg.method = chain_as_stages(cfg.method, names, CONF_DIR / "method")
 
 
 def main_metric_value(row: dict[str, Any]) -> float | None:

@@ -32,7 +32,7 @@ from compbench.records.schema import (
 CFG = {
     "model": {"name": "gpt2", "family": "decoder"},
     "task": {"name": "wikitext2", "max_length": 128},
-    "method": {"_target_": "compbench.methods.kd.KD", "alpha": 0.5, "temperature": 2.0},
+    "method": {"_target_": "compbench.methods.distillation.kd.KD", "alpha": 0.5, "temperature": 2.0},
     "seed": 1,
     "trainer": {"max_steps": 100, "enable_progress_bar": True},
     "paths": {"output_dir": "/tmp/a"},

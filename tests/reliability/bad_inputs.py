@@ -50,7 +50,7 @@ def build_corpus(root: Path) -> list[dict]:
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     bad_config = _files(root / "bad_config", {"config.json": "{this is not json"})
     export_dir = _files(root / "packed_export", {"compbench_export.json": json.dumps(
-        {"format": "packed-int4", "loader": "compbench.methods.packing:load_packed_export"}), "weights.bin": b"\0" * 64})
+        {"format": "packed-int4", "loader": "compbench.methods.quantization.packing:load_packed_export"}), "weights.bin": b"\0" * 64})
     not_a_db = root / "not_a_db.db"
     not_a_db.write_bytes(b"this file is not an SQLite database " * 100)
     a_file = root / "a_file"

@@ -7,7 +7,7 @@ import torch
 
 from compbench.errors import ConfigError
 from compbench.methods.none import NoCompression
-from compbench.methods.ptq_llm_int8 import LLMInt8PTQ
+from compbench.methods.quantization.ptq_llm_int8 import LLMInt8PTQ
 from compbench.training.pipeline import evaluation_device
 
 
@@ -34,7 +34,7 @@ def test_unknown_device_setting_is_refused():
 
 
 def test_dynamic_int8_is_cpu_only_so_auto_keeps_it_on_the_cpu(monkeypatch):
-    from compbench.methods.ptq_dynamic_int8 import DynamicInt8PTQ
+    from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # even where CUDA exists
     assert evaluation_device("auto", DynamicInt8PTQ()).type == "cpu"

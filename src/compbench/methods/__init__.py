@@ -1,11 +1,15 @@
-"""Compression methods: one file per method, one YAML per method under ``conf/method/``.
+"""Compression methods, in three families: ``quantization/``, ``pruning/``, ``distillation/``.
 
-``build_methods`` turns the composed ``method`` config into a list of stages (a chain of one
-or more methods), refusing unknown parameters with one sentence.
+One file per method, one YAML per method under ``conf/method/`` (``_target_`` names the class).
+``base`` holds the lifecycle interface every method implements, ``lifecycle`` runs it
+(``compress``), ``export`` writes and reloads the artifacts. ``build_methods`` turns the composed
+``method`` config into a list of stages (a chain of one or more methods), refusing unknown
+parameters with one sentence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ from compbench.configs import build_dataclass
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext, TrainingOutputs
 
-__all__ = ["Method", "MethodContext", "TrainingOutputs", "build_method", "build_methods"]
+__all__ = ["Method", "MethodContext", "TrainingOutputs", "build_method", "build_methods", "chain_as_stages", "chain_names"]
 
 
 def build_method(cfg: DictConfig | dict[str, Any]) -> Method:
@@ -23,27 +27,25 @@ def build_method(cfg: DictConfig | dict[str, Any]) -> Method:
     return build_dataclass(cfg, "method")
 
 
-def selected_chain() -> list[str] | None:
-    """Method names of a ``method=[a,b]`` command-line selection, in order, or None.
+def chain_names(overrides: Sequence[str]) -> list[str] | None:
+    """Method names of a ``method=[a,b]`` selection among command-line overrides, in order, or None.
 
     Hydra merges the files of a list selection into one ``method`` node and does not record the
-    list in ``hydra.runtime.choices``, so the chain is read back from the job's overrides.
+    list in ``hydra.runtime.choices``, so the composing entry point (``cli.app``) reads it from the
+    job's overrides and turns the node into ``method.stages`` (:func:`chain_as_stages`).
     """
-    from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if not HydraConfig.initialized():
-        return None
-    parser = OverridesParser.create()
-    for override in parser.parse_overrides(list(HydraConfig.get().overrides.task)):
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
         if override.key_or_group == "method" and override.package is None:
             value = override.value()
             return [str(v) for v in value] if isinstance(value, list) and len(value) > 1 else None
     return None
 
 
-def split_merged_chain(merged: DictConfig, names: list[str], method_conf_dir: Path) -> list[Method]:
-    """Stages of a ``method=[a,b]`` selection: each stage takes its own keys from the merged node.
+def chain_as_stages(merged: DictConfig, names: list[str], method_conf_dir: Path) -> DictConfig:
+    """The ``method`` node of a ``method=[a,b]`` selection as ``method.stages``: each stage takes its
+    own keys (those of ``conf/method/<name>.yaml``) from the merged node, command-line values included.
 
     A parameter name present in several stages is ambiguous in the merged node (Hydra keeps the
     last file's value), so it is refused; such chains are written as an experiment file with
@@ -62,28 +64,22 @@ def split_merged_chain(merged: DictConfig, names: list[str], method_conf_dir: Pa
             f"method=[{','.join(names)}] is ambiguous: parameter(s) {', '.join(shared)} belong to several stages; "
             "write the chain as an experiment file with method.stages (see conf/experiment/kd_then_qat.yaml)."
         )
-    stages = []
+    stages = {}
     for name in names:
         stage = OmegaConf.load(method_conf_dir / f"{name}.yaml")
         for key in stage_keys[name]:
             stage[key] = merged[key]
-        stages.append(build_method(stage))
-    return stages
+        stages[name] = stage
+    return OmegaConf.create({"name": "chain", "stages": stages})
 
 
-def build_methods(cfg: DictConfig, method_conf_dir: Path | None = None) -> list[Method]:
-    """Build the chain of methods from the composed ``method`` node.
-
-    A chain is either ``method=[a,b]`` on the command line (read back from Hydra's overrides; the
-    stages' configs come from ``method_conf_dir``) or ``method.stages`` (a mapping name -> method
-    config, in order) as written by experiment files; a single method is the node itself.
-    """
+def build_methods(cfg: DictConfig) -> list[Method]:
+    """Build the chain of methods from the composed ``method`` node, from nothing but the config:
+    ``method.stages`` (a mapping name -> method config, in order; experiment files and
+    ``method=[a,b]`` selections, see :func:`chain_as_stages`) or a single method node."""
     if "stages" in cfg and cfg.get("_target_") is None:
         stages = cfg.stages
         if not stages:
             raise ConfigError("method=chain needs at least one stage in method.stages.")
         return [build_method(stage) for stage in stages.values()]
-    names = selected_chain()
-    if names and method_conf_dir is not None:
-        return split_merged_chain(cfg, names, Path(method_conf_dir))
     return [build_method(cfg)]

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from compbench.errors import ConfigError
-
-FAMILIES = ("encoder", "decoder", "encoder_decoder")
+from compbench.models.families import FAMILIES
 
 
 @dataclass
@@ -140,9 +139,10 @@ class Method:
         """Return the model to train or to finalize (may be modified in place)."""
         return model
 
-    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict] | None:
-        """Optional optimizer parameter groups (e.g. a different lr for learned scales)."""
-        return None
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer parameter groups: the trainable parameters under the one weight-decay rule
+        (:func:`weight_decay_groups`); methods add their own (e.g. learned quantizer scales)."""
+        return weight_decay_groups([p for p in model.parameters() if p.requires_grad], lr, weight_decay)
 
     def training_loss(self, out: TrainingOutputs) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the loss to optimise and extra scalars to log."""
@@ -166,6 +166,12 @@ class Method:
         return save_hf_export(model, out_dir, method=self.name)
 
     # ---------------------------------------------------------------- description
+    def manifest_params(self) -> dict[str, Any]:
+        """The method's parameters as JSON values, for export manifests (``manifest["params"]``):
+        loaders read these, never ``row_params``' display strings."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self) if f.name != "name"}
+
     def row_params(self) -> dict[str, Any]:
         """Parameters for the results row (flattened later as ``method.<name>``)."""
         out = {}
@@ -179,6 +185,17 @@ class Method:
                 value = str(value)
             out[f.name] = value
         return out
+
+
+def weight_decay_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups under the one rule every training loop in compbench uses: matrices (``ndim >= 2``)
+    decay; biases and norm weights (``ndim < 2``) do not (standard transformer fine-tuning, as in
+    BERT's and HF's Trainer recipes). Empty groups are left out."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def method_training_step(method: Method, model: nn.Module, teacher: nn.Module | None,

@@ -25,7 +25,7 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from compbench.errors import ConfigError
-from compbench.methods.base import FAMILIES
+from compbench.models.families import FAMILIES
 from compbench.models.tiny import FAMILY_MODEL_TYPE, tiny_config
 from compbench.models.tokenizer import load_tokenizer, train_bpe_tokenizer
 

@@ -147,15 +147,6 @@ class CompressionModule(L.LightningModule):
 
     def configure_optimizers(self):
         groups = self.method.param_groups(self.model, self.lr, self.weight_decay)
-        if groups is None:
-            decay, no_decay = [], []
-            for name, param in self.model.named_parameters():
-                if not param.requires_grad:
-                    continue
-                # Biases and norm weights are not decayed (standard transformer fine-tuning).
-                (no_decay if param.ndim < 2 else decay).append(param)
-            groups = [{"params": decay, "weight_decay": self.weight_decay},
-                      {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=self.lr)
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(self.warmup_ratio * self.max_steps), max(self.max_steps, 1)

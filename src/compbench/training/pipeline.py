@@ -28,6 +28,7 @@ from compbench.configs import build_dataclass, check_run_settings, to_dict
 from compbench.errors import ConfigError, Preempted, TrainingDiverged
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
+from compbench.methods.lifecycle import compress
 from compbench.metrics.efficiency import training_cost
 from compbench.metrics.extra import extra_quality, load_extra_metrics
 from compbench.models.loader import ModelSpec
@@ -130,7 +131,7 @@ def build_components(ctx: RunContext, conf_dir: Path | None) -> None:
     check_run_settings(cfg)
     ctx.spec = build_dataclass(cfg.model, "model")
     ctx.task = build_dataclass(cfg.task, "task")
-    ctx.methods = build_methods(cfg.method, conf_dir / "method" if conf_dir else None)
+    ctx.methods = build_methods(cfg.method)
     ctx.family = ctx.spec.resolve_family()
     check_compatible(ctx.spec, ctx.family, ctx.task, conf_dir)
     if ctx.spec.pretrain is not None:
@@ -279,29 +280,26 @@ def prepare_pretrained(ctx: RunContext) -> None:
 
 
 def apply_methods(ctx: RunContext) -> tuple[torch.nn.Module, MethodContext]:
-    """Run the method chain on a copy of the teacher; returns the finalized model."""
+    """Run the method chain on a copy of the teacher (``methods.lifecycle.compress``, training each
+    stage with the LightningModule); returns the finalized model and the last stage's context."""
     cfg = ctx.cfg
     teacher = ctx.teacher if cfg.finetune.enabled else None
-    model = copy.deepcopy(ctx.teacher)
-    mctx = None
-    for index, method in enumerate(ctx.methods):
-        mctx = MethodContext(
+
+    def context(index: int, method: Method) -> MethodContext:
+        return MethodContext(
             family=ctx.family, task=ctx.task, teacher=teacher, tokenizer=ctx.tokenizer,
             device=method_device(cfg), seed=int(cfg.seed),
             pretrained_loader=lambda: ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed)),
             teacher_available=teacher is not None, **finetune_budget(cfg),
         )
-        if method.start_from == "pretrained":
-            model = mctx.pretrained_loader()
-        method.check(mctx)
-        L.seed_everything(int(cfg.seed) + index, workers=True, verbose=False)
-        model = method.prepare(model, mctx)
-        if method.training_steps > 0:
-            phase = f"compress_{index}_{method.name}"
-            ctx.step_times_s += train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
-                                            teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
-        model = method.finalize(model, mctx).eval()
-    return model, mctx
+
+    def train(model: torch.nn.Module, method: Method, index: int) -> None:
+        phase = f"compress_{index}_{method.name}"
+        ctx.step_times_s += train_phase(ctx, model, method, phase, method.training_steps, method.learning_rate,
+                                        teacher=teacher, ckpt_dir=checkpoint_root(cfg) / ctx.config_hash / phase)
+
+    return compress(copy.deepcopy(ctx.teacher), ctx.methods, context, train,
+                    before_prepare=lambda index: L.seed_everything(int(cfg.seed) + index, workers=True, verbose=False))
 
 
 def evaluation_device(setting: str, method: Method) -> torch.device:
