@@ -52,6 +52,8 @@ def test_quick_run_writes_one_json_per_benchmark_and_a_summary(quick_run):
         assert machine["cpu"] and machine["cores"] >= 1 and isinstance(machine["flags"], list)
         assert "torch" in machine["versions"] and machine["torch_threads"] >= 1
         assert len(doc["load_before"]) == 3 and len(doc["load_after"]) == 3
+        during = doc["load_1min_during"]
+        assert during["min"] <= during["median"] <= during["max"] and len(during["samples"]) >= 2
         head = doc["result"]["headline"]
         assert {"name", "value", "target", "met"} <= set(head)
         assert isinstance(head["value"], float) and math.isfinite(head["value"])
@@ -71,6 +73,12 @@ def test_ratios_are_recomputable_from_the_raw_timings(quick_run):
                            ("teacher_reuse", "with_cache", "without_cache")):
         r = load(name)
         assert r["ratio"] == pytest.approx(_median_ratio(r["seconds"][num], r["seconds"][den]))
+    for setting in load("int8_parity")["settings"].values():
+        s = setting["seconds"]
+        assert setting["speed_ratio"] == pytest.approx(
+            _median_ratio(s["torch.ao_quantize_dynamic"], s["compbench_int8_torch_ao"]))
+        # Same kernels: compbench's export runs exactly torch.ao's operators, as often.
+        assert setting["same_operators_and_calls"], setting["operator_calls_differing"]
     for shape in load("speedup")["shapes"].values():
         for group in shape["groups"]:
             base = group["rows"]["fp32"]["raw_ms"]

@@ -26,11 +26,14 @@ to check the command itself: its figures are not meant to be quoted):
   compbench's exports (reloaded) next to the libraries' own calls (torch.ao ``quantize_dynamic``,
   torchao ``quantize_``), eager and ``torch.compile``d. Target: compbench's best int8 >= the
   libraries' best int8.
+* ``int8_parity``: compbench's int8 export vs torch.ao ``quantize_dynamic`` alone, per
+  ``speedup`` setting where it trailed (1 thread), 3x the rounds, with the per-round spread and an operator
+  count of each forward (tells an overhead from noise when ``speedup``'s int8 ratio is < 1).
 * ``size``: export bytes / fp32 export bytes per method at the GPT-2-small shape (QAT 2-2-8
   target > 14.4x).
 * ``teacher_reuse``: wall time of a 6-method sweep of the default tiny run with the teacher
   cache vs without (every run fine-tunes its own teacher). Target <= 0.3. Each round is 12 full
-  runs, so the full run takes 2 rounds (``--teacher-rounds``), the one exception to >= 7.
+  runs (7 rounds by default, ``--teacher-rounds``; ~10 minutes).
 * ``contrastive_overhead``: ``contrastive_qat`` step / ``qat`` step (GPT-2-small shape, both
   through ``method_training_step``). Target <= 1.10.
 * ``scaling``: training-step and evaluation-forward time vs sequence length and width, with
@@ -104,6 +107,29 @@ def machine_info() -> dict[str, Any]:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+@contextlib.contextmanager
+def load_sampler(every_s: float = 10.0):
+    """Samples the 1-minute load average every ``every_s`` seconds while a benchmark runs
+    (before/after alone miss a neighbour's job that starts and ends in between)."""
+    import threading
+
+    samples: list[float] = [load_average()[0]]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(every_s):
+            samples.append(load_average()[0])
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+        samples.append(load_average()[0])
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -386,8 +412,8 @@ def bench_eval_overhead(args) -> dict[str, Any]:
         def compbench_pass():
             raw, scaled = CalibrationAccumulator(), CalibrationAccumulator(temperature=1.3)
 
-            def on_logits(logits, labels):
-                raw.update(logits, labels)
+            def on_logits(logits, labels, log_probs=None):
+                raw.update(logits, labels, log_probs=log_probs)
                 scaled.update(logits, labels)
 
             task.evaluate(model, run_dir, "test", on_logits)
@@ -577,6 +603,98 @@ def bench_speedup(args) -> dict[str, Any]:
     return out
 
 
+def _op_profile(model: nn.Module, inputs: dict[str, Any], calls: int = 3) -> dict[str, dict[str, float]]:
+    """Operator -> {calls, self_cpu_ms} per forward (torch.profiler over ``calls`` forwards)."""
+    from torch.profiler import profile
+
+    with torch.inference_mode(), profile() as prof:
+        for _ in range(calls):
+            model(**inputs)
+    return {e.key: {"calls": e.count / calls, "self_cpu_ms": e.self_cpu_time_total / 1e3 / calls}
+            for e in prof.key_averages() if e.count}
+
+
+#: Batch sizes timed by ``int8_parity`` per shape (full run): where ``speedup`` had compbench < torch.ao.
+PARITY_BATCHES = {"gpt2_small": (8,), "xlmr_base": (1,)}
+
+
+def bench_int8_parity(args) -> dict[str, Any]:
+    """compbench's int8 export (``ptq_dynamic_int8``, torch_ao backend, reloaded with
+    ``load_export``) vs torch.ao's own ``quantize_dynamic`` (after Conv1D -> Linear) on the same
+    fp32 model, each setting timed alone (just the two models, interleaved, 3x ``--rounds``
+    rounds) to tell a real overhead from noise: the two ``speedup`` settings where compbench's
+    int8 came out below torch.ao's in the committed run (GPT-2-small batch 8, XLM-R-base batch 1;
+    1 thread, 128 tokens; ``--quick``: both batch sizes of both small shapes). Per setting: the
+    ratio of medians (compbench speed / torch.ao speed), the median and quartiles of the
+    per-round ratios, and a torch.profiler count of every operator of one forward of each
+    (same operators and calls = same kernels, no extra work around them)."""
+    from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ
+    from compbench.methods.quantization.quantizers import conv1d_to_linear
+
+    rounds = 3 * args.rounds
+    out: dict[str, Any] = {"description": bench_int8_parity.__doc__, "rounds": rounds, "settings": {}}
+    for shape in ("gpt2_small", "xlmr_base"):
+        torch.manual_seed(0)
+        if shape == "gpt2_small":
+            from transformers import GPT2LMHeadModel
+
+            family, config = "decoder", gpt2_config(args.quick)
+            fp32 = GPT2LMHeadModel(config).eval()
+        else:
+            from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
+
+            size = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
+                        vocab_size=5000) if args.quick else {}
+            family = "encoder"
+            config = XLMRobertaConfig(**{"vocab_size": 250002, "hidden_size": 768, "num_hidden_layers": 12,
+                                         "num_attention_heads": 12, "intermediate_size": 3072,
+                                         "max_position_embeddings": 514, "type_vocab_size": 1, "num_labels": 9,
+                                         **size})
+            fp32 = XLMRobertaForTokenClassification(config).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, _ = _export_reload(DynamicInt8PTQ(backend="torch_ao"), copy.deepcopy(fp32), family, Path(tmp) / "q")
+        ref = torch.ao.quantization.quantize_dynamic(
+            conv1d_to_linear(fp32), {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        del fp32
+        for batch in (1, 8) if args.quick else PARITY_BATCHES[shape]:
+            g = torch.Generator().manual_seed(batch)
+            ids = torch.randint(4, int(config.vocab_size), (batch, 128), generator=g)
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)} | (
+                {"use_cache": False} if family == "decoder" else {})
+
+            def call(model, inputs=inputs):
+                with torch.inference_mode():
+                    model(**inputs)
+
+            with threads(1), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                times = interleaved({"compbench_int8_torch_ao": lambda: call(ours),
+                                     "torch.ao_quantize_dynamic": lambda: call(ref)}, rounds, warmup=2)
+                profiles = {"compbench_int8_torch_ao": _op_profile(ours, inputs),
+                            "torch.ao_quantize_dynamic": _op_profile(ref, inputs)}
+            a, b = times["compbench_int8_torch_ao"], times["torch.ao_quantize_dynamic"]
+            per_round = [y / x for x, y in zip(a, b)]  # > 1: compbench faster in that round
+            ops = {name: {op: v["calls"] for op, v in p.items()} for name, p in profiles.items()}
+            out["settings"][f"{shape}_threads1_b{batch}"] = {
+                "seconds": times, "median_s": medians(times),
+                "speed_ratio": statistics.median(b) / statistics.median(a),
+                "per_round_speed_ratio": {"median": statistics.median(per_round),
+                                          "quartiles": statistics.quantiles(per_round, n=4),
+                                          "min": min(per_round), "max": max(per_round)},
+                "same_operators_and_calls": ops["compbench_int8_torch_ao"] == ops["torch.ao_quantize_dynamic"],
+                "operator_calls_differing": {op: [ops["compbench_int8_torch_ao"].get(op), ops["torch.ao_quantize_dynamic"].get(op)]
+                                             for op in set(ops["compbench_int8_torch_ao"]) | set(ops["torch.ao_quantize_dynamic"])
+                                             if ops["compbench_int8_torch_ao"].get(op) != ops["torch.ao_quantize_dynamic"].get(op)},
+                "profile_per_forward": profiles,
+            }
+        del ours, ref
+    worst = min(v["speed_ratio"] for v in out["settings"].values())
+    out["headline"] = {"name": "compbench int8 / torch.ao int8 speed, alone (worst setting)", "value": worst,
+                       "target": ">= 1.0 within noise (the per-round quartiles)",
+                       "met": all(v["per_round_speed_ratio"]["quartiles"][2] >= 1.0 for v in out["settings"].values())}
+    return out
+
+
 def bench_size(args) -> dict[str, Any]:
     """Export bytes on disk / fp32 export bytes per method, GPT-2-small shape (no training: sizes
     do not depend on weight values except for sparse storage, where magnitude pruning fixes the
@@ -634,9 +752,12 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
     steps, full evaluation) run in-process through ``compbench.training.pipeline.run``: with the
     teacher cache (one fresh cache per sweep: the first run fine-tunes, five reuse) vs without
     (every run its own empty cache, so every run fine-tunes its teacher and trains its tokenizer).
-    The two sweeps alternate, round after round, after one untimed run. Each round is 12 full
-    runs (~4-5 minutes on the loaded 2-core machine), so the full run takes 2 rounds (``--teacher-rounds``);
-    the per-round figures are in the JSON."""
+    The two sweeps alternate, round after round, after one untimed run; 7 rounds (``--teacher-rounds``,
+    12 full runs each, ~1-1.5 minutes per round on the shared 2-core machine); the per-round
+    figures are in the JSON. A cProfile of one cached and one uncached run gives the sweep's
+    expected ratio: with ``c`` a cached run's time and ``u`` an uncached one's, ``(u + 5 c) / (6 u)``
+    (``expected_from_profile``); with ``c`` replaced by the cached run's evaluation alone (which no
+    cache can skip), the floor of any teacher cache (``floor_from_profile``)."""
     from compbench.cli import CONF_DIR
     from compbench.training.pipeline import run
 
@@ -677,9 +798,12 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
 
     shutil.rmtree(root, ignore_errors=True)
     r = ratio(times, "with_cache", "without_cache")
+    cached, uncached = profile["cached_run"]["run"], profile["uncached_run"]["run"]
+    n = len(methods)
     return {"description": bench_teacher_reuse.__doc__, "methods": methods, "overrides": extra,
             "seconds": times, "median_s": medians(times), **r, "run_statuses": statuses,
-            "profile_s": profile,
+            "profile_s": profile, "expected_from_profile": (uncached + (n - 1) * cached) / (n * uncached),
+            "floor_from_profile": (uncached + (n - 1) * profile["cached_run"]["evaluate_all"]) / (n * uncached),
             "headline": {"name": "6-method sweep time with / without teacher cache", "value": r["ratio"],
                          "target": "<= 0.3", "met": r["ratio"] <= 0.3}}
 
@@ -884,6 +1008,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "train_overhead": bench_train_overhead,
     "eval_overhead": bench_eval_overhead,
     "speedup": bench_speedup,
+    "int8_parity": bench_int8_parity,
     "size": bench_size,
     "teacher_reuse": bench_teacher_reuse,
     "contrastive_overhead": bench_contrastive_overhead,
@@ -914,13 +1039,17 @@ def write_summary(out_dir: Path) -> Path:
         m = first["machine"]
         lines += [f"Machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores usable, flags "
                   f"{', '.join(m['key_flags'])}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.", ""]
-    lines += ["| benchmark | figure | value | target | met | date (UTC) | load avg before → after | rounds |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| benchmark | figure | value | target | met | date (UTC) | load avg before → after "
+              "| 1-min load during (min/median/max) | rounds |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, doc in docs.items():
         h = doc["result"].get("headline", {})
+        during = doc.get("load_1min_during")  # older files lack it: —
+        during = f"{during['min']:.1f} / {during['median']:.1f} / {during['max']:.1f}" if during else "—"
         lines.append(f"| [{name}]({name}.json) | {h.get('name', '')} | {_fmt(h.get('value'))} | {h.get('target', '')} | "
                      f"{ {True: 'yes', False: '**no**', None: '—'}[h.get('met')] } | {doc['date'][:16]} | "
-                     f"{doc['load_before']} → {doc['load_after']} | {doc['rounds']}{' (quick)' if doc['quick'] else ''} |")
+                     f"{doc['load_before']} → {doc['load_after']} | {during} | "
+                     f"{doc['rounds']}{' (quick)' if doc['quick'] else ''} |")
     for name, doc in docs.items():
         lines += ["", f"## {name}", ""] + _details(name, doc["result"])
     path = out_dir / "SUMMARY.md"
@@ -944,6 +1073,18 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
                 f"{k} {v['ratio']:.2f} ({v['compbench_best'][0]} {v['compbench_best'][1]:.2f}x vs "
                 f"{v['library_best'][0]} {v['library_best'][1]:.2f}x)"
                 for k, v in s["int8_best_vs_library_best"].items()), ""]
+    elif name == "int8_parity":
+        lines += ["| setting | compbench / torch.ao speed (ratio of medians) | per-round ratio median [Q1, Q3] (min-max) "
+                  "| same operators and calls | linear_dynamic ms per forward (compbench / torch.ao) |",
+                  "|---|---|---|---|---|"]
+        for k, v in r["settings"].items():
+            pr = v["per_round_speed_ratio"]
+            lin = [v["profile_per_forward"][n].get("quantized::linear_dynamic", {}).get("self_cpu_ms", float("nan"))
+                   for n in ("compbench_int8_torch_ao", "torch.ao_quantize_dynamic")]
+            lines.append(f"| {k} | {v['speed_ratio']:.3f} | {pr['median']:.3f} [{pr['quartiles'][0]:.3f}, "
+                         f"{pr['quartiles'][2]:.3f}] ({pr['min']:.2f}-{pr['max']:.2f}) | "
+                         f"{'yes' if v['same_operators_and_calls'] else 'no: ' + str(v['operator_calls_differing'])} | "
+                         f"{lin[0]:.0f} / {lin[1]:.0f} |")
     elif name == "size":
         lines += ["| method | fp32 / export | eff.mode |", "|---|---|---|"]
         for k, v in r["compression_ratio_fp32_over_export"].items():
@@ -981,7 +1122,10 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
         lines += ["", "Profile of one run (cumulative s): " + "; ".join(
             f"{label}: " + ", ".join(f"{k} {v:.1f}" for k, v in prof.items() if v > 0.05)
             for label, prof in r["profile_s"].items())]
-    if name in ("train_overhead", "speedup", "size", "scaling", "memory"):
+        if "floor_from_profile" in r:
+            lines += ["", f"From this profile: expected ratio (u + 5c) / 6u = {r['expected_from_profile']:.2f}; "
+                          f"floor if a cached run cost only its evaluation = {r['floor_from_profile']:.2f}.", ""]
+    if name in ("train_overhead", "speedup", "int8_parity", "size", "scaling", "memory"):
         pass
     else:
         med = r.get("median_s", {})
@@ -1000,7 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default results/perf)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per figure (>= 7 for quoted figures)")
     parser.add_argument("--teacher-rounds", type=int, default=None,
-                        help="rounds of the teacher-reuse sweeps (default 2, 1 with --quick: each round is 12 runs)")
+                        help="rounds of the teacher-reuse sweeps (default 7, 1 with --quick: each round is 12 runs)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     args = parser.parse_args(argv)
     only = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
@@ -1013,8 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
         args.compile = False
         args.rounds = min(args.rounds, 3)
     if args.teacher_rounds is None:
-        # Each round is 12 full runs (4-5 min on the loaded machine): 2 rounds keep the full run affordable.
-        args.teacher_rounds = 1 if args.quick else 2
+        # Each round is 12 full runs (~1-1.5 min on the shared machine): 7 rounds like every figure.
+        args.teacher_rounds = 1 if args.quick else 7
     with _fd_silenced(), warnings.catch_warnings():  # import-time notices of torchao/Lightning
         warnings.simplefilter("ignore")
         import lightning  # noqa: F401  (imported first so that the levels below stick)
@@ -1036,11 +1180,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in only:
         before, start = load_average(), time.perf_counter()
         print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {name} (load {before}) ...", flush=True)
-        result = BENCHMARKS[name](args)
+        with load_sampler() as load_samples:
+            result = BENCHMARKS[name](args)
         doc = {"schema_version": SCHEMA_VERSION, "benchmark": name, "command": command,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": bool(args.quick),
                "rounds": result.get("rounds", args.rounds),
                "machine": machine, "load_before": before, "load_after": load_average(),
+               "load_1min_during": {"min": min(load_samples), "median": statistics.median(load_samples),
+                                    "max": max(load_samples), "every_s": 10, "samples": load_samples},
                "wall_s": time.perf_counter() - start, "result": result}
         path = args.out / f"{name}.json"
         path.write_text(json.dumps(doc, indent=1, default=str))

@@ -209,3 +209,25 @@ def test_columns_are_registered():
     assert spec_for("calib.temperature").higher_is_better is None
     for column in calibration_metrics(accumulate(*random_batch())):
         assert spec_for(column) is not None, column
+
+
+def test_reused_log_probs_and_chunk_size_leave_every_statistic_unchanged(monkeypatch):
+    """The LM task passes its own log-softmax (``log_probs=``) and updates are chunked into
+    small row blocks: both must give exactly the per-token values of one plain computation."""
+    import compbench.metrics.calibration as calibration
+
+    logits, labels = random_batch(n=300, classes=5000, scale=4.0, seed=3)
+    log_probs = F.log_softmax(logits, dim=-1)
+    monkeypatch.setattr(calibration, "_MAX_CHUNK_ELEMENTS", 1 << 30)  # one chunk: the reference
+    reference = accumulate(logits, labels, batch=300).arrays()
+    reference_t = accumulate(logits, labels, batch=300, temperature=1.7).arrays()
+    monkeypatch.setattr(calibration, "_MAX_CHUNK_ELEMENTS", 7 * 5000 + 3)  # 7-row chunks
+    for temperature, expected in ((1.0, reference), (1.7, reference_t)):
+        acc = CalibrationAccumulator(temperature=temperature)
+        acc.update(logits, labels, log_probs=log_probs)  # reused at T=1, ignored at T != 1
+        for name, values in acc.arrays().items():
+            assert np.array_equal(values, expected[name]), (temperature, name)
+    # The reuse really happens: wrong log-probs change the values at T=1 (and only there).
+    acc = CalibrationAccumulator()
+    acc.update(logits, labels, log_probs=log_probs - 1.0)
+    assert not np.array_equal(acc.arrays()["nll"], reference["nll"])

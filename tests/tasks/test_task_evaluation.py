@@ -182,3 +182,34 @@ def test_rouge_lsum_is_rouge_score_on_sentence_lines():
     assert got["quality.rougeLsum"] == pytest.approx(sum(e["rougeLsum"].fmeasure for e in expected) / 2)
     assert got["quality.rougeL"] == pytest.approx(sum(e["rougeL"].fmeasure for e in expected) / 2)
     assert got["quality.rougeLsum"] != got["quality.rougeL"]  # summary-level LCS differs here
+
+
+def test_lm_evaluation_matches_the_whole_batch_reference_exactly(lm_setup):
+    """The LM pass computes one log-softmax of the scored positions and shares it with the
+    calibration callback; its NLL, accuracy and callback tensors must equal, bit for bit, the
+    plain whole-batch computation (F.cross_entropy, argmax, boolean-mask selection)."""
+    tok, model = lm_setup
+    task = CausalLMTask(name="lm", source="synthetic", max_length=32, stride=16,
+                        synthetic_sizes={"train": 50, "validation": 5, "test": 6})
+    task.load()
+    task.splits["test"] = [d[: 40 + 25 * i] for i, d in enumerate(task.splits["test"])]  # padding and windows
+    task.setup(tok)
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    metrics = task.evaluate(model, None, "test", lambda lo, la, log_probs=None: seen.append((lo, la, log_probs)))
+    ref_nll, ref_tokens, ref_correct, batches = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for batch, (logits_seen, labels_seen, log_probs_seen) in zip(task.dataloader("test"), seen, strict=True):
+            full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits, targets = full[:, :-1], batch["labels"][:, 1:]
+            scored = targets != -100
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.clamp(min=0).reshape(-1),
+                                  reduction="none").view(targets.shape) * scored
+            assert torch.equal(logits_seen, logits[scored]) and torch.equal(labels_seen, targets[scored])
+            assert torch.equal(log_probs_seen, F.log_softmax(logits[scored], dim=-1))
+            ref_nll += sum(float(row.sum()) for row in nll)
+            ref_tokens += int(scored.sum())
+            ref_correct += int(((logits.argmax(-1) == targets) & scored).sum())
+            batches += int((~scored).any())
+    assert batches > 0  # the batches really had unscored (padded or context) positions
+    assert metrics["quality.token_accuracy"] == ref_correct / ref_tokens
+    assert metrics["quality.nll"] == pytest.approx(ref_nll / ref_tokens, rel=1e-12)

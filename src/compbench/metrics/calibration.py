@@ -44,8 +44,11 @@ CALIBRATION_FILE = "calibration.npz"
 #: Per-token arrays kept by the accumulator (and stored in the npz).
 FIELDS = ("confidence", "correct", "p_true", "nll", "sum_sq")
 #: Rows of logits converted to probabilities at once: bounds the float32 work buffers of
-#: ``update`` to ~64 MB each, whatever the batch size and vocabulary.
-_MAX_CHUNK_ELEMENTS = 1 << 24
+#: ``update`` to 4 MB each, whatever the batch size and vocabulary. Small on purpose: buffers
+#: this size stay in cache and glibc reuses them from its heap, while the former 64 MB buffers
+#: were fresh ``mmap``s, page-faulted on every call (``compbench.bench`` eval_overhead profile).
+#: Every statistic is row-wise, so the chunk size does not change any value.
+_MAX_CHUNK_ELEMENTS = 1 << 20
 
 
 
@@ -64,8 +67,13 @@ class CalibrationAccumulator:
         self._parts: dict[str, list[np.ndarray]] = {name: [] for name in FIELDS}
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch: ``logits [N, C]`` and integer ``labels [N]`` of valid positions only."""
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, log_probs: torch.Tensor | None = None) -> None:
+        """Add a batch: ``logits [N, C]`` and integer ``labels [N]`` of valid positions only.
+
+        ``log_probs``: ``F.log_softmax(logits.float(), -1)`` when the caller has it already (a
+        language model's NLL needs it); reused instead of recomputed when ``temperature == 1``
+        (the values are the same), ignored otherwise.
+        """
         if logits.dim() != 2 or labels.dim() != 1 or logits.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"expected logits [N, C] and labels [N] of valid positions, got {tuple(logits.shape)} "
@@ -75,8 +83,12 @@ class CalibrationAccumulator:
             raise ValueError("labels must lie in [0, C); drop ignored (-100) positions before update().")
         labels = labels.to(logits.device)
         rows = max(1, _MAX_CHUNK_ELEMENTS // max(1, logits.shape[1]))
+        if log_probs is not None and (self.temperature != 1.0 or log_probs.shape != logits.shape):
+            log_probs = None
         for start in range(0, logits.shape[0], rows):
-            stats = _token_stats(logits[start : start + rows], labels[start : start + rows], self.temperature)
+            chunk = slice(start, start + rows)
+            stats = _token_stats(logits[chunk], labels[chunk], self.temperature,
+                                 None if log_probs is None else log_probs[chunk])
             for name, values in stats.items():
                 self._parts[name].append(values)
 
@@ -113,12 +125,17 @@ class CalibrationAccumulator:
         return acc
 
 
-def _token_stats(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, np.ndarray]:
-    """Per-token statistics of one chunk, computed in float32 on the logits' device."""
-    logits = logits.float()
-    if temperature != 1.0:  # skip a copy of the [N, C] chunk in the common case
-        logits = logits / temperature
-    log_probs = F.log_softmax(logits, dim=-1)
+def _token_stats(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+                 log_probs: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Per-token statistics of one chunk, computed in float32 on the logits' device
+    (``log_probs``: the chunk's log-softmax at ``temperature`` 1, if already computed)."""
+    if log_probs is None:
+        logits = logits.float()
+        if temperature != 1.0:  # skip a copy of the [N, C] chunk in the common case
+            logits = logits / temperature
+        log_probs = F.log_softmax(logits, dim=-1)
+    else:
+        log_probs = log_probs.float()
     max_log_prob, prediction = log_probs.max(dim=-1)
     log_p_true = log_probs.gather(1, labels.long().unsqueeze(1)).squeeze(1)
     sum_sq = log_probs.mul(2).exp_().sum(dim=-1)  # exp(2 log p) = p^2, without a second [N, C] buffer
@@ -277,8 +294,9 @@ class LogitReservoir:
         self._labels = torch.empty(0, dtype=torch.long)
 
     @torch.no_grad()
-    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Offer a batch of valid positions: ``logits [N, C]``, ``labels [N]``."""
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, log_probs: torch.Tensor | None = None) -> None:
+        """Offer a batch of valid positions: ``logits [N, C]``, ``labels [N]`` (``log_probs``,
+        which tasks may pass to any ``on_logits`` callback, is not needed here)."""
         keys = torch.rand(logits.shape[0], generator=self._generator)
         logits, labels = logits.detach().to("cpu", torch.float32), labels.detach().to("cpu", torch.long)
         if self._logits is None:

@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 
 #: Called with (logits [N, C], labels [N]) of every scored position during evaluation, so that
-#: calibration statistics can be gathered in the same pass as the quality metric.
-LogitsCallback = Callable[[torch.Tensor, torch.Tensor], None]
+#: calibration statistics can be gathered in the same pass as the quality metric. A task that
+#: computes ``log_softmax(logits)`` for its own metric (the LM task's NLL) also passes it as the
+#: keyword ``log_probs=``, so callbacks take ``log_probs=None`` (and may reuse it).
+LogitsCallback = Callable[..., None]
 
 
 @dataclass

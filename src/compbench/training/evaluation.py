@@ -47,8 +47,8 @@ def quality_and_calibration(task: Task, model: torch.nn.Module, run_dir: Path, c
         temperature = reservoir.fit_temperature()
     raw, scaled = CalibrationAccumulator(), CalibrationAccumulator(temperature=temperature)
 
-    def on_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
-        raw.update(logits, labels)
+    def on_logits(logits: torch.Tensor, labels: torch.Tensor, log_probs: torch.Tensor | None = None) -> None:
+        raw.update(logits, labels, log_probs=log_probs)  # the LM task's log-softmax, reused
         scaled.update(logits, labels)
 
     row.update(task.evaluate(model, run_dir, "test", on_logits))
