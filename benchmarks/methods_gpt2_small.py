@@ -59,7 +59,8 @@ from compbench.methods import build_method
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.methods.lifecycle import PlainTraining, compress
-from compbench.metrics.efficiency import count_parameters, hardware_string, measure_latency
+from compbench.metrics.efficiency import count_parameters, measure_latency
+from compbench.records.provenance import hardware
 
 METHOD_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "method"
 #: Method configs that are not one method (``chain`` composes other methods' configs).
@@ -148,8 +149,9 @@ def method_configs(n_layer: int, only: set[str] | None) -> list[tuple[str, str, 
 
 
 def shorten_training(cfg: Any, steps: int) -> None:
-    """Training methods (YAML ``max_steps`` > 0) train ``steps`` steps; one-shot ones stay at 0."""
-    if "max_steps" in cfg and int(cfg.max_steps) > 0:
+    """Training methods (YAML ``max_steps`` > 0) train ``steps`` steps; one-shot ones (0, or null:
+    ``prune_magnitude when=after`` trains 0 steps unless told) stay as they are."""
+    if cfg.get("max_steps") is not None and int(cfg.max_steps) > 0:
         cfg.max_steps = steps
         for key in ("end_step",):  # schedules ending after max_steps would be refused
             if cfg.get(key) is not None:
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     print(f"command: {command}")
-    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {hardware_string('cpu')}")
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {hardware()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"load average (1/5/15 min) at start: {_load()}")
     print(f"GPT-2 small shape (n_layer={args.n_layer}), batch 1 x {args.seq_len}, {args.threads} thread(s), "
           f"warm-up {args.warmup}, median of {args.repeats} interleaved rounds per pair; "

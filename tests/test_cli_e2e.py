@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from seqeval.metrics import f1_score
 
-from compbench.tasks.ner import read_conll_predictions
+from compbench.tasks.ner import TokenClassificationTask, read_conll_predictions
 
 FAST = ("debug=fast", "evaluation.robustness.max_examples=20", "evaluation.efficiency.repeats=3")
 METRIC_GROUPS = ("quality.", "calib.", "robust.", "eff.")
@@ -31,6 +31,7 @@ def test_ner_run_writes_ok_row_and_f1_matches_seqeval_on_saved_predictions(run_c
     row = rows[0]
     assert row["status"] == "ok" and row["error"] == ""
     assert row["model"] == "tiny_afriberta" and row["task"] == "smoke" and row["method"] == "none"
+    assert row["main_metric"] == TokenClassificationTask.main_metric  # named by the task, read by reports
     assert_all_groups_finite(row)
     run_dir = Path(row["run_dir"])
     assert row["run_id"] in run_dir.name
@@ -135,6 +136,38 @@ def test_contrastive_qat_two_bit_gpt2_through_the_cli(run_compbench):
     assert row["eff.train_steps"] == 10 and row["eff.train_step_ms"] > 0
     assert row["eff.train_time_s"] >= 10 * row["eff.train_step_ms"] / 1e3 / 2
     assert row["eff.teacher_train_time_s"] > 0
+
+
+def write_ptb_folder(folder: Path, seed: int = 0) -> Path:
+    """A small folder in Mikolov's PTB format: ``ptb.{train,valid,test}.txt``, one lowercased
+    sentence per line with a leading and a trailing space, numbers as ``N``, no punctuation,
+    rare words as ``<unk>``."""
+    import random
+
+    rng = random.Random(seed)
+    words = "the a market stock rose fell N percent <unk> company said shares of in to year new".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n_sentences in (("train", 400), ("valid", 40), ("test", 40)):
+        lines = [" " + " ".join(rng.choice(words) for _ in range(rng.randint(4, 20))) + " \n" for _ in range(n_sentences)]
+        (folder / f"ptb.{split}.txt").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def test_contrastive_qat_on_a_ptb_format_folder(run_compbench, tmp_path):
+    """The headline command on any PTB-format folder (``task=ptb task.data_dir=...``): splits read
+    from ``ptb.*.txt``, the test split scored as one stream."""
+    data = write_ptb_folder(tmp_path / "ptb")
+    _, rows = run_compbench(*FAST, "model=tiny_gpt2", "task=ptb", f"task.data_dir={data}", "task.max_length=64",
+                            "task.stride=32", "method=contrastive_qat", "method.w_bits=2", "method.max_steps=5")
+    row = rows[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["task"] == "ptb" and row["method"] == "contrastive_qat" and row["eff.train_steps"] == 5
+    assert_all_groups_finite(row)
+    assert 1 < row["quality.ppl"] < 2000  # vocab is 2000: finite and not worse than uniform
+    docs = (Path(row["run_dir"]) / "predictions_test.jsonl").read_text().splitlines()
+    assert len(docs) == 1  # doc_split none: the test file is one stream
+    log = (Path(row["run_dir"]) / "run.log").read_text()
+    assert "ptb.train.txt" in log and "ptb.valid.txt" in log and "ptb.test.txt" in log
 
 
 def test_teacher_requiring_method_without_a_teacher_is_refused_before_training(run_compbench, tmp_path):

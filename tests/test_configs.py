@@ -8,18 +8,18 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from compbench.cli import CONF_DIR
+from compbench.configs import conf_dir
 from compbench.configs import build_dataclass
 from compbench.errors import ConfigError
 from compbench.methods import build_methods
 from compbench.training.pipeline import check_compatible
 
 GROUPS = ["model", "task", "method", "trainer", "logger", "paths", "experiment", "debug"]
-CONFIG_FILES = sorted(p for g in GROUPS for p in (CONF_DIR / g).glob("*.yaml"))
+CONFIG_FILES = sorted(p for g in GROUPS for p in (conf_dir() / g).glob("*.yaml"))
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
 
 
@@ -51,8 +51,8 @@ def test_every_config_file_composes(path: Path):
         assert task.kind in ("token_classification", "causal_lm", "summarization")
 
 
-MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "hub")
-TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml") if p.stem != "hub")
+TASKS = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -62,10 +62,10 @@ def test_model_task_pair_builds_or_is_refused(model: str, task: str):
     spec = build_dataclass(cfg.model, "model")
     task_obj = build_dataclass(cfg.task, "task")
     if spec.family in task_obj.supported_families:
-        check_compatible(spec, spec.family, task_obj, CONF_DIR)  # does not raise
+        check_compatible(spec, spec.family, task_obj, conf_dir())  # does not raise
     else:
         with pytest.raises(ConfigError) as err:
-            check_compatible(spec, spec.family, task_obj, CONF_DIR)
+            check_compatible(spec, spec.family, task_obj, conf_dir())
         message = str(err.value)
         assert f"task '{task_obj.name}'" in message and f"model '{spec.name}'" in message
         assert "compatible models:" in message and "\n" not in message

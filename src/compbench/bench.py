@@ -79,7 +79,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model and flags, cores, threads, library versions (what the timings depend on)."""
     import transformers
 
-    from compbench.records.schema import cpu_model
+    from compbench.records.provenance import cpu_model
 
     flags: list[str] = []
     with contextlib.suppress(OSError):
@@ -366,9 +366,9 @@ def _cumulative_s(profiler, names: tuple[str, ...]) -> dict[str, float]:
 def compose_config(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from compbench.cli import CONF_DIR
+    from compbench.configs import conf_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 
@@ -702,8 +702,10 @@ def bench_size(args) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from transformers import GPT2LMHeadModel
 
-    from compbench.cli import CONF_DIR
+    from compbench.configs import conf_dir
     from compbench.methods import build_method
+
+    conf = conf_dir()
 
     # ptq_dynamic_int8, prune_structured (50%) and KD half depth are exported by the speed-up
     # benchmark (same methods, same shape): their sizes are in speedup.json and in the summary.
@@ -727,7 +729,7 @@ def bench_size(args) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for label, (name, overrides) in variants.items():
             start = time.perf_counter()
-            cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), overrides)
+            cfg = OmegaConf.merge(OmegaConf.load(conf / "method" / f"{name}.yaml"), overrides)
             method = build_method(cfg)
             try:
                 _, sizes[label] = _export_reload(method, copy.deepcopy(fp32), "decoder", Path(tmp) / label,
@@ -758,8 +760,10 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
     expected ratio: with ``c`` a cached run's time and ``u`` an uncached one's, ``(u + 5 c) / (6 u)``
     (``expected_from_profile``); with ``c`` replaced by the cached run's evaluation alone (which no
     cache can skip), the floor of any teacher cache (``floor_from_profile``)."""
-    from compbench.cli import CONF_DIR
+    from compbench.configs import conf_dir
     from compbench.training.pipeline import run
+
+    conf = conf_dir()
 
     methods = ["none", "prune_magnitude", "prune_structured", "ptq_dynamic_int8", "ptq_weight_only", "ptq_half"]
     extra = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -774,14 +778,14 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
         out = root / f"sweep{next(counter)}"
         for m in methods:
             path = out if shared else out / m
-            row, _ = run(compose_config([f"method={m}", f"paths.output_dir={path}", *extra]), CONF_DIR)
+            row, _ = run(compose_config([f"method={m}", f"paths.output_dir={path}", *extra]), conf)
             statuses.append(f"{m}:{row['status']}:{'reused' if row.get('teacher_reused') else 'trained'}")
 
     rounds = args.teacher_rounds
     with threads(1), _quiet(), _fd_silenced():
         # One untimed run first: lazy imports and first-call costs would otherwise land on
         # whichever sweep runs first.
-        run(compose_config([f"method={methods[-1]}", f"paths.output_dir={root / 'warmup'}", *extra]), CONF_DIR)
+        run(compose_config([f"method={methods[-1]}", f"paths.output_dir={root / 'warmup'}", *extra]), conf)
         times = interleaved({"with_cache": lambda: sweep(True), "without_cache": lambda: sweep(False)},
                             rounds, warmup=0)
         # Where a run's time goes, with and without the cached teacher: cProfile of one of each.
@@ -789,7 +793,7 @@ def bench_teacher_reuse(args) -> dict[str, Any]:
         for label, path in (("cached_run", root / "warmup"), ("uncached_run", root / "profile_fresh")):
             profiler = __import__("cProfile").Profile()
             profiler.enable()
-            run(compose_config([f"method={methods[-1]}", f"paths.output_dir={path}", *extra]), CONF_DIR)
+            run(compose_config([f"method={methods[-1]}", f"paths.output_dir={path}", *extra]), conf)
             profiler.disable()
             profile[label] = _cumulative_s(profiler, ("run", "prepare_teacher", "train_phase", "apply_methods",
                                                       "evaluate_all", "quality_and_calibration", "robustness",
@@ -852,9 +856,11 @@ def bench_contrastive_overhead(args) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from transformers import GPT2LMHeadModel
 
-    from compbench.cli import CONF_DIR
+    from compbench.configs import conf_dir
     from compbench.methods import build_method
     from compbench.methods.base import MethodContext
+
+    conf = conf_dir()
 
     torch.manual_seed(0)
     config = gpt2_config(args.quick)
@@ -866,7 +872,7 @@ def bench_contrastive_overhead(args) -> dict[str, Any]:
     loops = {}
     for label, name, overrides in (("qat_2-2-8", "qat", {"w_bits": 2, "e_bits": 2, "a_bits": 8}),
                                    ("contrastive_qat_2-2-8", "contrastive_qat", {})):
-        cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"), overrides, {"max_steps": steps})
+        cfg = OmegaConf.merge(OmegaConf.load(conf / "method" / f"{name}.yaml"), overrides, {"max_steps": steps})
         method = build_method(cfg)
         method.check(ctx)
         model = method.prepare(copy.deepcopy(teacher).requires_grad_(True), ctx)

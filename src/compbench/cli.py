@@ -6,38 +6,24 @@
     compbench -m ... (same command again)       # resumes: skips configs with an ok row
     compbench -m ... hydra/launcher=joblib      # parallel local jobs (docs/sweeps.md)
 
-Configs live in ``conf/`` at the repository root (``COMPBENCH_CONF_DIR`` overrides it).
+Configs live in ``conf/`` at the repository root (``COMPBENCH_CONF_DIR`` overrides it); the
+folder is looked up in :func:`main`, not at import. W&B runs offline unless
+``logger.wandb.mode=online``: the mode goes to ``wandb.init``, the process environment is left alone.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("WANDB_MODE", "offline")  # never wait on the network unless the user opts in
-
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
 log = logging.getLogger("compbench")
-
-
-def find_conf_dir() -> Path:
-    """``$COMPBENCH_CONF_DIR``, else ``conf/`` beside ``src/`` of this checkout."""
-    env = os.environ.get("COMPBENCH_CONF_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
-    if not (path / "config.yaml").is_file():
-        sys.exit(f"compbench: no conf/config.yaml at {path}; install with `pip install -e .` from the "
-                 "repository or set COMPBENCH_CONF_DIR to its conf/ folder.")
-    return path
-
-
-CONF_DIR = find_conf_dir()
 _exit_code = 0
 
 
@@ -77,10 +63,10 @@ def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
     return done_row(Path(cfg.paths.db), hash_)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def app(cfg: DictConfig) -> float | None:
-    """Hydra task function: one run, one row. A failed run in a sweep never stops the sweep:
-    every exception is caught here, so Hydra's launchers go on with the next job."""
+def app(cfg: DictConfig, conf_dir: Path) -> float | None:
+    """Hydra task function (bound to ``conf_dir`` by :func:`main`): one run, one row. A failed run
+    in a sweep never stops the sweep: every exception is caught here, so Hydra's launchers go on
+    with the next job."""
     from omegaconf import open_dict
 
     from compbench.console import setup_console
@@ -94,7 +80,7 @@ def app(cfg: DictConfig) -> float | None:
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     run_id = ""
     try:
-        select_method_chain(cfg)
+        select_method_chain(cfg, conf_dir)
         done = skip_if_done(cfg)
         if done is not None:
             log.info("Skipped: config %s is done (ok run %s); force=true recomputes it",
@@ -103,7 +89,7 @@ def app(cfg: DictConfig) -> float | None:
             return main_metric_value(done)
         with open_dict(cfg):
             cfg.sweep_id = sweep_label(cfg)
-        row, error = run(cfg, CONF_DIR)
+        row, error = run(cfg, conf_dir)
         run_id = str(row.get("run_id", ""))
         # A failed run says why in one sentence below; a sweep prints one table at its end.
         if error is None and HydraConfig.get().mode == RunMode.RUN:
@@ -123,7 +109,7 @@ def app(cfg: DictConfig) -> float | None:
     return main_metric_value(row)
 
 
-def select_method_chain(cfg: DictConfig) -> None:
+def select_method_chain(cfg: DictConfig, conf_dir: Path) -> None:
     """A ``method=[a,b]`` selection becomes ``method.stages`` here, where the config is composed,
     so that everything downstream (hashing, building the methods) needs nothing but the config."""
     from omegaconf import open_dict
@@ -133,7 +119,7 @@ def select_method_chain(cfg: DictConfig) -> None:
     names = chain_names(HydraConfig.get().overrides.task)
     if names:
         with open_dict(cfg):
-            cfg.method = chain_as_stages(cfg.method, names, CONF_DIR / "method")
+            cfg.method = chain_as_stages(cfg.method, names, conf_dir / "method")
 
 
 def main_metric_value(row: dict[str, Any]) -> float | None:
@@ -145,14 +131,26 @@ def main_metric_value(row: dict[str, Any]) -> float | None:
 
 
 def main() -> None:
-    """Console-script entry point. A mistake on the command line (a misspelled group option or
-    key, a missing mandatory value) is refused in one sentence before Hydra starts."""
+    """Console-script entry point. A missing config tree, or a mistake on the command line (a
+    misspelled group option or key, a missing mandatory value), is refused in one sentence
+    before Hydra starts."""
+    from compbench.configs import conf_dir as find_conf_dir
+    from compbench.errors import ConfigError
     from compbench.preflight import check_command_line
 
-    problem = check_command_line(sys.argv[1:], CONF_DIR)
+    try:
+        conf_dir = find_conf_dir()
+    except ConfigError as exc:
+        sys.exit(f"compbench: {exc}")
+    problem = check_command_line(sys.argv[1:], conf_dir)
     if problem:
         sys.exit(f"compbench: {problem}")
-    app()
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir), config_name="config")
+    def hydra_app(cfg: DictConfig) -> float | None:
+        return app(cfg, conf_dir)
+
+    hydra_app()
     sys.exit(_exit_code)
 
 

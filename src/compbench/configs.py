@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from compbench.errors import ConfigError
+
+
+def conf_dir() -> Path:
+    """The config tree: ``$COMPBENCH_CONF_DIR``, else ``conf/`` beside ``src/`` of this checkout.
+
+    Looked up when asked (by the CLIs' ``main``, benchmarks, tests), never at import.
+
+    Raises:
+        ConfigError: the folder has no ``config.yaml``.
+    """
+    env = os.environ.get("COMPBENCH_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"no conf/config.yaml at {path}; install with `pip install -e .` from the repository "
+                          "or set COMPBENCH_CONF_DIR to its conf/ folder.")
+    return path
 
 
 def to_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +73,49 @@ def build_dataclass(cfg: DictConfig | dict[str, Any], what: str) -> Any:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{what} '{label}': {exc}") from exc
+
+
+def ood_task_configs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The task config of each ``evaluation.ood`` test set, resolved.
+
+    Each set's overrides are merged into the run's task config *before* interpolations are
+    resolved, so that keys derived from others follow them: with ``{lang: yor}``,
+    ``default_data_dir: ${paths.data_root}/masakhaner/${task.lang}`` and ``hub_config:
+    ${task.lang}`` become Yoruba's (merging after resolution would silently keep the training
+    language's data). An explicit ``task.data_dir`` does not follow ``lang``: a set that changes
+    ``lang`` but would read the run's own ``data_dir`` is refused, naming the fix.
+
+    Args:
+        cfg: the run's whole config (the root, so that ``${paths...}`` interpolations resolve).
+
+    Returns:
+        set name -> its resolved task config (plain dict), in ``evaluation.ood`` order.
+    """
+    ood = cfg.evaluation.get("ood") if "evaluation" in cfg else None
+    if not ood:
+        return {}
+    run_task = to_dict(cfg.task)
+    out: dict[str, dict[str, Any]] = {}
+    for name in ood:
+        overrides = OmegaConf.to_container(ood[name], resolve=False) if ood[name] is not None else {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"evaluation.ood.{name} must be a mapping of task overrides like {{lang: yor}}, "
+                              f"got {overrides!r}.")
+        merged = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # detached, unstructured copy
+        merged.task = OmegaConf.merge(merged.task, overrides)
+        try:
+            task = OmegaConf.to_container(merged.task, resolve=True)
+        except Exception as exc:  # an interpolation the override broke, as one sentence
+            raise ConfigError(f"evaluation.ood.{name}: cannot resolve its task config ({exc}).") from exc
+        same_dir = task.get("data_dir") is not None and task.get("data_dir") == run_task.get("data_dir")
+        if "data_dir" not in overrides and same_dir and task.get("lang") != run_task.get("lang"):
+            raise ConfigError(
+                f"evaluation.ood.{name} sets lang={task.get('lang')} but would read the run's own "
+                f"task.data_dir={run_task['data_dir']} ({run_task.get('lang')} data); set "
+                f"evaluation.ood.{name}.data_dir=<folder with its files>."
+            )
+        out[str(name)] = task
+    return out
 
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",

@@ -12,30 +12,27 @@ the cache lacks it). Same config tree as ``compbench`` (``conf/``).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("WANDB_MODE", "offline")
-
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from compbench.cli import CONF_DIR  # noqa: E402
+import hydra
+import torch
+from omegaconf import DictConfig
 
 log = logging.getLogger("compbench")
 _exit_code = 0
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> None:
+    """Hydra task function: pretrain (or find in the cache) the model's checkpoint."""
     from compbench.configs import build_dataclass
+    from compbench.console import setup_console
     from compbench.errors import ConfigError
     from compbench.training.pipeline import make_trainer, new_run_id
     from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 
     global _exit_code
+    setup_console(verbose=bool(cfg.get("verbose", False)))  # quiet by default, as compbench is
     try:
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
@@ -64,8 +61,15 @@ def app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; the config tree is looked up here, not at import."""
+    from compbench.configs import conf_dir
+    from compbench.errors import ConfigError
+
+    try:
+        conf = conf_dir()
+    except ConfigError as exc:
+        sys.exit(f"compbench-pretrain: {exc}")
+    hydra.main(version_base="1.3", config_path=str(conf), config_name="config")(app)()
     sys.exit(_exit_code)
 
 

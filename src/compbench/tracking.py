@@ -92,15 +92,13 @@ class Tracker:
         import wandb
 
         settings = self.wandb_cfg
-        # The config's mode wins over an inherited WANDB_MODE (the CLI defaults that to offline).
-        os.environ["WANDB_MODE"] = settings["mode"]
         tags = [f"model:{row['model']}", f"task:{row['task']}", *(settings.get("tags") or [])]
         if row.get("lang"):
             tags.append(f"lang:{row['lang']}")
         self.wandb_run = wandb.init(
             project=settings.get("project") or "compbench",
             entity=settings.get("entity"),
-            mode=settings["mode"],
+            mode=settings["mode"],  # wins over an inherited WANDB_MODE; the environment is left alone
             dir=str(self.run_dir),
             name=row["run_id"],
             group=settings.get("group") or group or None,

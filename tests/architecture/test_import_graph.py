@@ -98,3 +98,17 @@ def test_no_import_cycle_in_src():
     cycle = find_cycle(graph())
     if cycle:
         pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+def test_no_import_cycle_between_subpackages():
+    """Layers, not just modules: ``records`` may read ``metrics``' registry, so ``metrics`` never
+    imports ``records``; ``models`` never imports ``methods``; and so on for every pair."""
+    top = {}
+    for source, targets in graph().items():
+        for target in targets:
+            a, b = (".".join(m.split(".")[:2]) for m in (source, target))
+            if a != b and b != PACKAGE:
+                top.setdefault(a, set()).add(b)
+    cycle = find_cycle(top)
+    if cycle:
+        pytest.fail("import cycle between subpackages: " + " -> ".join(cycle))

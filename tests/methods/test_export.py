@@ -42,7 +42,7 @@ def outputs(model, family: str) -> torch.Tensor:
 
 def compressed(method_name: str, family: str):
     """(method, finalized model) of one method on a tiny model, through the pipeline's lifecycle."""
-    cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{method_name}.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{method_name}.yaml"), resolve=True)
     cfg.update(SMALL.get(method_name, {}))
     trains = "max_steps" in cfg
     if trains:  # one step is enough to export what training produces

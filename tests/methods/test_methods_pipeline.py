@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from compbench.cli import CONF_DIR
+from compbench.configs import conf_dir
 from compbench.methods.export import artifact_size_bytes
 from compbench.records.store import ResultsStore
 from compbench.training.pipeline import run
@@ -23,7 +23,7 @@ FAMILIES = {
     "decoder": ("tiny_gpt2", "smoke_lm"),
     "encoder_decoder": ("tiny_bart", "smoke_summarization"),
 }
-METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml") if p.stem != "chain")
+METHODS = sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml") if p.stem != "chain")
 FAST = [
     "debug=fast", "logger=none", "finetune.max_steps=30", "task.max_eval_samples=16",
     "evaluation.robustness.max_examples=8", "evaluation.robustness.perturbations=[{name: char_swap, rate: 0.1}]",
@@ -34,7 +34,7 @@ FAST = [
 
 def method_overrides(method: str, family: str) -> list[str]:
     """Few training steps for whatever method has a training phase."""
-    keys = OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml").keys()
+    keys = OmegaConf.load(conf_dir() / "method" / f"{method}.yaml").keys()
     extra = []
     if "max_steps" in keys:
         extra.append("method.max_steps=3")
@@ -59,9 +59,9 @@ def test_method_runs_end_to_end_and_lands_a_row_with_real_sizes(method, family, 
     model, task = FAMILIES[family]
     overrides = [f"model={model}", f"task={task}", f"method={method}", f"paths.output_dir={results_root}",
                  *FAST, *method_overrides(method, family)]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    row, error = run(cfg, CONF_DIR)
+    row, error = run(cfg, conf_dir())
     stored = {r["run_id"]: r for r in ResultsStore(results_root / "compbench.db").rows()}
     assert stored[row["run_id"]]["status"] == row["status"]
     if method == "ptq_llm_int8":  # bitsandbytes LLM.int8() needs a CUDA GPU: refused, as one sentence

@@ -15,7 +15,6 @@ from compbench.metrics.efficiency import (
     compile_for_timing,
     bits_per_param,
     count_parameters,
-    hardware_string,
     measure_latency,
     model_tensor_bytes,
     peak_memory_mb,
@@ -204,11 +203,6 @@ def test_peak_memory_of_a_tiny_transformer_is_positive():
     assert result["eff.peak_mem_mb"] > result["eff.forward_mem_mb"]
 
 
-def test_hardware_string_names_the_machine():
-    text = hardware_string("cpu")
-    assert "cores" in text and f"{torch.get_num_threads()} threads" in text and torch.__version__ in text
-
-
 def test_training_cost_columns_are_registered_and_defined_only_when_measured():
     from compbench.metrics.efficiency import training_cost
     from compbench.metrics.registry import spec_for
@@ -244,3 +238,32 @@ def test_compiled_models_time_like_eager_ones_and_report_compile_time_apart():
     assert timings["m"]["eff.latency_ms_p50"] > 0 and "eff.speedup" in timings["m"]
     for column in ("eff.compiled", "eff.compile_time_s"):
         assert spec_for(column) is not None
+
+
+def test_size_columns_and_the_fp32_reference_read_the_bytes_on_disk(tmp_path):
+    from compbench.metrics.efficiency import fp32_reference_bytes, size_columns
+
+    tiny_model("encoder").save_pretrained(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a model file")
+    expected = sum(p.stat().st_size for p in tmp_path.iterdir() if p.name != "notes.txt")
+    assert fp32_reference_bytes(tmp_path) == expected
+    assert size_columns(2_000_000, 8_000_000) == {"eff.size_mb": 2.0, "eff.compression_ratio": 4.0}
+    assert math.isnan(size_columns(0, 10)["eff.compression_ratio"])
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_efficiency_columns_are_every_eff_column_of_a_run_and_all_registered(enabled):
+    from compbench.metrics.efficiency import efficiency_columns, evaluation_cost
+
+    model, baseline = tiny_model("decoder"), tiny_model("decoder")
+    settings = {"enabled": enabled, "seq_len": 8, "batch_size": 2, "warmup": 0, "repeats": 2, "threads": 1}
+    row = efficiency_columns(model, baseline, "decoder", size_bytes=1000, reference_bytes=4000, mode="real",
+                             settings=settings)
+    assert row["eff.compression_ratio"] == 4.0 and row["eff.size_mb"] == 1000 / 1e6
+    assert row["eff.mode"] == "real" and row["eff.device"] == "cpu"
+    assert row["eff.bits_per_param"] == pytest.approx(8000 / row["eff.params"])
+    assert ("eff.latency_ms_p50" in row) == enabled and ("eff.peak_mem_mb" in row) == enabled
+    if enabled:
+        assert row["eff.seq_len"] == 8 and row["eff.batch_size"] == 2 and row["eff.compiled"] is False
+    row.update(evaluation_cost(1.5))
+    assert all(column.startswith("eff.") and spec_for(column) is not None for column in row)

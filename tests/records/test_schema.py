@@ -2,15 +2,12 @@
 
 import math
 import re
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-import compbench
 from compbench.errors import ConfigError
 from compbench.records import schema
 from compbench.records.schema import (
@@ -24,7 +21,6 @@ from compbench.records.schema import (
     flatten_method_params,
     method_label,
     order_columns,
-    provenance,
     utc_timestamp,
     validate_row,
 )
@@ -122,39 +118,6 @@ def test_validate_row_refuses(bad, match):
         validate_row({**GOOD, **bad})
 
 
-def test_provenance_reports_this_checkout(monkeypatch):
-    info = provenance()
-    assert info["torch_version"] == torch.__version__
-    assert info["compbench_version"] == compbench.__version__
-    assert info["hardware"]
-    package_dir = Path(compbench.__file__).resolve().parent
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir, capture_output=True, text=True)
-    if head.returncode == 0:
-        assert info["git_sha"].removesuffix("-dirty") == head.stdout.strip()
-    else:
-        assert info["git_sha"] == "unknown"
-
-
-def test_git_sha_outside_a_checkout_is_unknown(tmp_path):
-    assert schema._git_sha(tmp_path) == "unknown"
-
-
-def test_git_sha_marks_dirty_tree(tmp_path):
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "f.txt").write_text("a")
-    git("add", "f.txt")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    clean = schema._git_sha(tmp_path)
-    assert re.fullmatch(r"[0-9a-f]{40}", clean)
-    (tmp_path / "untracked.txt").write_text("results do not make it dirty")
-    assert schema._git_sha(tmp_path) == clean
-    (tmp_path / "f.txt").write_text("b")
-    assert schema._git_sha(tmp_path) == clean + "-dirty"
-
-
 def test_error_summary_and_timestamp_fit_the_row():
     try:
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
@@ -166,33 +129,3 @@ def test_error_summary_and_timestamp_fit_the_row():
     stamp = utc_timestamp()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", stamp)
     validate_row({**GOOD, "status": "failed", "error": summary, "started_at": stamp})
-
-
-def test_lock_hash_is_the_lock_files_sha256_and_flags_drift(tmp_path):
-    import hashlib
-    from importlib import metadata
-
-    from compbench.records.schema import lock_hash
-
-    lock = tmp_path / "cpu.txt"
-    lock.write_text(f"# a comment\ntorch=={metadata.version('torch')}\nnumpy=={metadata.version('numpy')}\n")
-    assert lock_hash(lock) == hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
-    lock.write_text(f"torch=={metadata.version('torch')}\nnumpy==0.0.1\n")
-    assert lock_hash(lock) == hashlib.sha256(lock.read_bytes()).hexdigest()[:12] + "+drift"
-    lock.write_text("a-package-that-is-not-installed==1.0\n")
-    assert lock_hash(lock).endswith("+drift")
-    assert lock_hash(tmp_path / "missing.txt") == "unlocked"
-
-
-def test_the_checkouts_lock_pins_every_installed_dependency_of_compbench():
-    """The lock file lists every distribution compbench requires, at an exact version."""
-    import re
-    from importlib import metadata
-
-    from compbench.records.schema import LOCK_FILE
-
-    locked = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
-              for line in LOCK_FILE.read_text().splitlines() if "==" in line and not line.startswith("#")}
-    required = {re.sub(r"[-_.]+", "-", re.split(r"[ ;<>=!~\[]", req)[0]).lower()
-                for req in metadata.requires("compbench") or [] if "extra ==" not in req}
-    assert required <= locked, f"not in {LOCK_FILE}: {sorted(required - locked)}; run constraints/update.sh"

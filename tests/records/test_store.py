@@ -57,7 +57,7 @@ def test_round_trip_of_types(tmp_path):
 
 def test_wal_mode_and_empty_store(tmp_path):
     store = ResultsStore(tmp_path / "sub" / "r.db")
-    assert len(store) == 0 and store.rows() == [] and store.ok_config_hashes() == set()
+    assert len(store) == 0 and store.rows() == [] and store.latest_by_config_hash() == {}
     assert list(store.frame().columns)[0] == "run_id"
     store.append(row("a"))
     with sqlite3.connect(store.path) as conn:
@@ -166,7 +166,7 @@ def test_four_processes_append_concurrently_without_loss_or_duplicates(tmp_path)
         assert r[f"quality.m{worker}"] == float(i) and r[f"method.p{worker}_{i % 3}"] == i
 
 
-def test_ok_config_hashes_and_latest(tmp_path):
+def test_latest_by_config_hash(tmp_path):
     store = ResultsStore(tmp_path / "r.db")
     store.append(row("1", config_hash="h1", started_at="2024-01-01T00:00:00+00:00", **{"quality.f1": 0.1}))
     store.append(row("2", config_hash="h1", started_at="2024-01-02T00:00:00+00:00", **{"quality.f1": 0.2}))
@@ -174,7 +174,6 @@ def test_ok_config_hashes_and_latest(tmp_path):
                   "status": "failed", "error": "boom"})
     store.append(row("4", config_hash="h3", started_at="2024-01-01T00:00:00+00:00"))
     store.append(row("5", config_hash="h3", started_at="2023-12-31T00:00:00+00:00"))  # older, appended later
-    assert store.ok_config_hashes() == {"h1", "h3"}
     latest = store.latest_by_config_hash()
     assert {h: r["run_id"] for h, r in latest.items()} == {"h1": "2", "h2": "3", "h3": "4"}
     assert set(store.latest_by_config_hash(status="ok")) == {"h1", "h3"}

@@ -14,7 +14,6 @@ from report_stores import cells, mark_debug, report, store, study_store  # noqa:
 from compbench.records.store import ResultsStore
 from compbench.reporting import cli
 from compbench.reporting.tables import (
-    MAIN_METRICS,
     ReportError,
     build_report,
     build_table,
@@ -215,12 +214,19 @@ def test_default_is_one_small_table_per_task(study_store):
     assert "**task ner**" in text and "**task smoke_lm**" in text
 
 
-def test_main_metrics_are_the_tasks_main_metrics():
-    from compbench.tasks.lm import CausalLMTask
-    from compbench.tasks.ner import TokenClassificationTask
-    from compbench.tasks.summarization import SummarizationTask
+def test_the_main_metric_is_what_the_rows_name_with_a_fallback_for_older_rows():
+    from compbench.reporting.summary import main_metric as row_main_metric
+    from compbench.reporting.tables import main_metric, main_metrics
 
-    assert set(MAIN_METRICS) == {t.main_metric for t in (TokenClassificationTask, SummarizationTask, CausalLMTask)}
+    # A task added later (main metric quality.accuracy) needs no list anywhere in reporting.
+    new = {"main_metric": "quality.accuracy", "quality.accuracy": 0.9, "quality.f1": 0.5}
+    legacy = {"quality.ppl": 30.0}  # stored before rows named their main metric
+    assert row_main_metric(new) == "quality.accuracy" and row_main_metric(legacy) == "quality.ppl"
+    assert row_main_metric({"main_metric": "quality.f1", "status": "failed"}) is None
+    frame = pd.DataFrame([new])
+    assert main_metric(frame) == "quality.accuracy"
+    assert main_metrics(pd.DataFrame([new, legacy])) == ["quality.accuracy", "quality.f1", "quality.ppl"]
+    assert main_metric(pd.DataFrame([legacy])) == "quality.ppl"
 
 
 def test_debug_runs_are_left_out_unless_asked(store, capsys):

@@ -70,7 +70,7 @@ def test_every_arm_of_a_study_exists_and_composes(group):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from compbench.cli import CONF_DIR
+    from compbench.configs import conf_dir
     from compbench.methods import build_methods
 
     sweep = next(p for p in HYDRA_SWEEPS if f"+{group.name}" in yaml.safe_load(p.read_text())["hydra"]["sweeper"]["params"])
@@ -82,7 +82,7 @@ def test_every_arm_of_a_study_exists_and_composes(group):
         for arm in sorted(files):
             text = (group / f"{arm}.yaml").read_text()
             assert text.startswith("# @package _global_")
-            cfg = hydra_compose(config_name=sweep.stem, overrides=[f"hydra.searchpath=[file://{CONF_DIR}]",
+            cfg = hydra_compose(config_name=sweep.stem, overrides=[f"hydra.searchpath=[file://{conf_dir()}]",
                                                                     f"+{group.name}={arm}"])
             method = yaml.safe_load(text)["defaults"][0]["override /method"]
             assert cfg.method.name == method, arm

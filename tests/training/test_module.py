@@ -158,7 +158,7 @@ TRAINING_METHODS.update({"kd": {"student_layers": 1}, "prune_structured": {"head
 
 @pytest.mark.parametrize("case", sorted(TRAINING_METHODS))
 def test_no_method_decays_biases_or_norm_weights(case):
-    cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{case.removesuffix('_narrow')}.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(METHOD_CONF / f"{case.removesuffix('_narrow')}.yaml"), resolve=True)
     method = build_method({**cfg, **TRAINING_METHODS[case]})
     teacher = tiny_model("decoder", seed=1)
     ctx = MethodContext(family="decoder", teacher=teacher)

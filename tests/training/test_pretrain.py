@@ -14,7 +14,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from compbench.cli import CONF_DIR
+from compbench.configs import conf_dir
 from compbench.errors import ConfigError
 from compbench.records.store import ResultsStore
 from compbench.training.pipeline import make_trainer, new_run_id
@@ -38,7 +38,7 @@ def corpus(tmp_path: Path, n: int = 400) -> Path:
 
 
 def run_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose("config", overrides=[f"paths.output_dir={tmp_path / 'results'}", "trainer.enable_progress_bar=false",
                                             "resume.every_n_steps=2", *overrides])
 
@@ -165,11 +165,11 @@ def test_a_run_pretrains_then_finetunes_and_its_checkpoint_serves_model_hub(tmp_
 
     path = corpus(tmp_path)
     cfg = run_cfg(tmp_path, "model=small_encoder_hau", f"model.pretrain.corpus={path}", *TINY_OVERRIDES, *FAST)
-    row, error = run(cfg, CONF_DIR)
+    row, error = run(cfg, conf_dir())
     assert error is None and row["status"] == "ok", row["error"]
     folder = next((tmp_path / "results" / "cache" / "pretrained").glob("*/pretrain.json")).parent
     row2, error = run(run_cfg(tmp_path, "model=hub", f"model.name_or_path={folder}", "model.name=pretrained", *FAST),
-                      CONF_DIR)
+                      conf_dir())
     assert error is None and row2["status"] == "ok", row2["error"]
     rows = ResultsStore(Path(cfg.paths.db)).rows()
     assert sorted((r["task"], r["model"]) for r in rows) == [
@@ -183,7 +183,7 @@ def test_a_missing_corpus_fails_before_any_training(tmp_path):
     from compbench.training.pipeline import run
 
     cfg = run_cfg(tmp_path, "model=small_encoder_hau", f"model.pretrain.corpus={tmp_path / 'nope.txt'}", *FAST)
-    row, error = run(cfg, CONF_DIR)
+    row, error = run(cfg, conf_dir())
     assert row["status"] == "failed" and "is not a file" in row["error"] and "\n" not in row["error"]
     assert not (tmp_path / "results" / "cache" / "pretrained").exists()
 

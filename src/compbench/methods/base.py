@@ -213,6 +213,26 @@ def method_training_step(method: Method, model: nn.Module, teacher: nn.Module | 
     teacher_out = None
     if teacher is not None and method.requires_teacher:
         with torch.no_grad():
-            teacher_out = teacher(**batch, **flags)
+            teacher_out = teacher(**teacher_inputs(teacher, batch), **flags)
     loss, extra = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
     return loss, extra, student
+
+
+def teacher_inputs(teacher: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch for the teacher's forward: without ``labels``, so the teacher computes no loss
+    of its own (no method uses it, and a language model's loss is a log-softmax over
+    ``[batch, seq, vocab]``: a few percent of a tiny GPT-2 QAT step). An encoder-decoder derives
+    its decoder inputs from the labels; they are passed explicitly instead, built by the model's
+    own ``prepare_decoder_input_ids_from_labels`` (what its forward does with labels), and the
+    labels are kept where a model has no such method. The teacher's logits and hidden states are
+    the same either way (tests/methods/test_qat.py)."""
+    if "labels" not in batch:
+        return batch
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if getattr(getattr(teacher, "config", None), "is_encoder_decoder", False) and "decoder_input_ids" not in batch:
+        prepare = getattr(teacher, "prepare_decoder_input_ids_from_labels", None)
+        if prepare is None or "decoder_inputs_embeds" in batch:
+            return batch
+        inputs["decoder_input_ids"] = prepare(labels=batch["labels"])
+        inputs["use_cache"] = False  # as the forward sets it when given labels
+    return inputs

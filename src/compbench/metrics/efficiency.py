@@ -1,24 +1,25 @@
-"""Efficiency columns: parameter counts, bits per parameter, interleaved latency, peak memory.
+"""Efficiency columns: sizes on disk, parameter counts, bits per parameter, interleaved latency,
+peak memory, and the cost of compressing and evaluating. Every ``eff.*`` column of a row is built
+here (the pipeline passes sizes and times in; it writes no ``eff.*`` key itself).
 
 Latency ratios are only meaningful when the compressed model and its baseline are timed side
 by side: :func:`measure_latency` runs them interleaved, round after round, in one process with
 a fixed thread count, so that machine noise (other jobs on shared cores, frequency scaling)
-hits both alike. Typical pipeline use::
+hits both alike. The evaluation stage calls :func:`efficiency_columns`, which does::
 
     timings = measure_latency({"baseline": teacher, "compressed": model}, make_inputs,
                               batch_sizes=(1, 8), baseline="baseline", threads=1)
     row |= timings["compressed"] | count_parameters(model)
-    row |= bits_per_param(manifest["size_bytes"], row["eff.params"])
+    row |= bits_per_param(size_bytes, row["eff.params"])
     row |= peak_memory_mb(model, make_inputs(1))
-    row["hardware"] = hardware_string()
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from compbench.devices import model_device, synchronize, to_device
 from compbench.errors import ConfigError
-from compbench.records.schema import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +138,6 @@ def bits_per_param(export_size_bytes: int, params: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------ latency
-def _device_of(model: nn.Module) -> torch.device:
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd module
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _to_device(inputs: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(
     models: Mapping[str, nn.Module],
     make_inputs: Callable[[int], Mapping[str, Any]],
@@ -213,15 +196,15 @@ def measure_latency(
         with torch.inference_mode():
             for batch_size in sorted(set(batch_sizes)):
                 cpu_inputs = make_inputs(batch_size)
-                inputs = {n: _to_device(cpu_inputs, _device_of(models[n])) for n in names}
+                inputs = {n: to_device(cpu_inputs, model_device(models[n])) for n in names}
                 for round_index in range(warmup + repeats):
                     shift = round_index % len(names)
                     for name in names[shift:] + names[:shift]:
-                        device = _device_of(models[name])
-                        _synchronize(device)
+                        device = model_device(models[name])
+                        synchronize(device)
                         start = time.perf_counter_ns()
                         models[name](**inputs[name])
-                        _synchronize(device)
+                        synchronize(device)
                         elapsed_ms = (time.perf_counter_ns() - start) / 1e6
                         if round_index >= warmup:
                             samples[name][batch_size].append(elapsed_ms)
@@ -277,8 +260,8 @@ def compile_for_timing(
             start = time.perf_counter()
             with torch.inference_mode():
                 for batch_size in sorted(set(batch_sizes)):
-                    compiled[name](**_to_device(make_inputs(batch_size), _device_of(model)))
-            _synchronize(_device_of(model))
+                    compiled[name](**to_device(make_inputs(batch_size), model_device(model)))
+            synchronize(model_device(model))
             seconds[name] = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous_threads)
@@ -357,17 +340,17 @@ def peak_memory_mb(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, flo
     library code and allocator caching are not counted. One untimed forward runs first so that
     lazily created state does not count.
     """
-    device = _device_of(model)
-    inputs = _to_device(inputs, device)
+    device = model_device(model)
+    inputs = to_device(inputs, device)
     model.eval()
     with torch.inference_mode():
         model(**inputs)
         if device.type == "cuda":
-            _synchronize(device)
+            synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
             output = model(**inputs)
-            _synchronize(device)
+            synchronize(device)
             forward_bytes = torch.cuda.max_memory_allocated(device) - before
             del output
         else:
@@ -377,18 +360,90 @@ def peak_memory_mb(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, flo
         "eff.forward_mem_mb": forward_bytes / _MB,
     }
 
+# ------------------------------------------------------------------------------ size on disk
+def fp32_reference_bytes(teacher_dir: Path) -> int:
+    """Bytes of the fp32 reference: what ``save_pretrained`` wrote for the uncompressed teacher
+    (its safetensors weights and config files)."""
+    files = [p for p in Path(teacher_dir).iterdir()
+             if p.suffix == ".safetensors" or p.name in ("config.json", "generation_config.json")]
+    return sum(p.stat().st_size for p in files)
 
-# ------------------------------------------------------------------------------ hardware
-def hardware_string(device: str | torch.device | None = None) -> str:
-    """The ``hardware`` column: GPU name (CUDA runs) or CPU model and cores, plus torch threads."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {threads}"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()} ({usable} of {os.cpu_count()} cores usable), {threads}"
+
+def size_columns(size_bytes: int, reference_bytes: int) -> dict[str, float]:
+    """``eff.size_mb`` of the export (``size_bytes`` on disk, MB = 10^6 B) and
+    ``eff.compression_ratio = reference_bytes / size_bytes`` (NaN for an empty export)."""
+    return {"eff.size_mb": size_bytes / _MB,
+            "eff.compression_ratio": reference_bytes / size_bytes if size_bytes else float("nan")}
+
+
+# ------------------------------------------------------------------------------ all eff.* columns of a run
+def latency_inputs(model: nn.Module, family: str, seq_len: int) -> Callable[[int], dict[str, torch.Tensor]]:
+    """``make_inputs(batch)`` for timing: fixed random token ids of ``seq_len`` (and a decoder
+    prefix of ``seq_len // 4`` for encoder-decoders: one teacher-forced forward)."""
+    vocab = int(model.config.vocab_size)
+
+    def make_inputs(batch: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(batch)
+        ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if family != "encoder":  # a scoring forward: no KV cache (it also makes torch.compile recompile per layer)
+            inputs["use_cache"] = False
+        if family == "encoder_decoder":
+            inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
+        return inputs
+
+    return make_inputs
+
+
+def efficiency_columns(model: nn.Module, baseline: nn.Module, family: str, *, size_bytes: int,
+                       reference_bytes: int, mode: str, settings: Mapping[str, Any],
+                       compile: bool = False) -> dict[str, Any]:
+    """Every ``eff.*`` column of an evaluated model, except the cost columns (:func:`training_cost`,
+    :func:`evaluation_cost`).
+
+    Args:
+        model: the compressed model, on the device it is evaluated on.
+        baseline: the fp32 teacher on the same device; the latency ratio is taken against it.
+        family: ``encoder``, ``decoder`` or ``encoder_decoder`` (shapes the timing inputs).
+        size_bytes: bytes on disk of the export; reference_bytes: of the fp32 teacher.
+        mode: the method's ``eff_mode`` (``eff.mode``: real kernels or simulated).
+        settings: ``evaluation.efficiency`` (enabled, seq_len, batch_size, warmup, repeats, threads).
+        compile: time ``torch.compile``'d models (both; compile time kept apart).
+
+    Returns:
+        ``eff.size_mb``, ``eff.compression_ratio``, ``eff.mode``, ``eff.device``, parameter counts
+        and ``eff.bits_per_param``; with timing enabled also the latency, throughput, memory,
+        ``eff.compiled``, ``eff.seq_len`` (and ``eff.compile_time_s`` when compiled).
+    """
+    counts = count_parameters(model)
+    row: dict[str, Any] = {**size_columns(size_bytes, reference_bytes), "eff.mode": mode,
+                           "eff.device": model_device(model).type, **counts,
+                           **bits_per_param(size_bytes, counts["eff.params"])}
+    if not settings.get("enabled", True):
+        return row
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    seq_len = min(int(settings["seq_len"]), int(limit) - 2 if limit else int(settings["seq_len"]))
+    make_inputs = latency_inputs(model, family, seq_len)
+    batch_sizes = (1, int(settings["batch_size"]))
+    threads = settings.get("threads")
+    timed = {"baseline": baseline, "compressed": model}
+    if compile:  # both compiled, so the ratio compares compiled with compiled; compile time kept apart
+        timed, compile_s = compile_for_timing(timed, make_inputs, batch_sizes, threads=threads)
+        row["eff.compile_time_s"] = compile_s["compressed"]
+    timings = measure_latency(
+        timed, make_inputs, batch_sizes=batch_sizes, warmup=int(settings["warmup"]),
+        repeats=int(settings["repeats"]), threads=threads, baseline="baseline",
+    )
+    row.update(timings["compressed"])
+    row["eff.compiled"] = compile
+    row.update(peak_memory_mb(model, make_inputs(1)))
+    row["eff.seq_len"] = seq_len
+    return row
+
+
+def evaluation_cost(eval_time_s: float) -> dict[str, float]:
+    """``eff.eval_time_s``: wall time of the whole evaluation stage (all four metric groups), s."""
+    return {"eff.eval_time_s": float(eval_time_s)}
 
 
 # ------------------------------------------------------------------------------ cost of compressing

@@ -19,9 +19,10 @@ perturbation appears twice) from the task YAML::
       - {name: char_swap, rate: 0.05}
       - {name: strip_diacritics, rate: 1.0}
 
-and evaluates each on the test set with :func:`perturb_examples` (or
-:meth:`Perturbation.apply_text` with :func:`example_rng`), then merges
-:func:`robustness_summary` into the row.
+and evaluates each on the test set, every example perturbed with its own :func:`example_rng`
+(:meth:`Perturbation.apply` on words and labels, :meth:`Perturbation.apply_text` on text), then merges
+:func:`robustness_summary` into the row (and :func:`ood_columns` for out-of-distribution test
+sets): every ``robust.*`` column is built in this module.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import math
 import random
 import string
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,16 +288,6 @@ def example_rng(seed: int, perturbation_id: str, index: int) -> random.Random:
     return random.Random(f"{seed}/{perturbation_id}/{index}")
 
 
-def perturb_examples(
-    perturbation: Perturbation,
-    examples: Iterable[tuple[Sequence[str], Sequence[str] | None]],
-    seed: int,
-) -> Iterator[tuple[Tokens, Labels]]:
-    """Perturb ``(tokens, labels)`` examples, each with its own :func:`example_rng`."""
-    for index, (tokens, labels) in enumerate(examples):
-        yield perturbation.apply(tokens, labels, example_rng(seed, perturbation.id, index))
-
-
 # ------------------------------------------------------------------------------ summary
 def _metric_name(column: str) -> str:
     return column.split(".", 1)[1] if column.startswith("quality.") else column
@@ -308,6 +299,7 @@ def robustness_summary(
     main_metric: str,
     higher_is_better: bool,
     drop: str = "relative",
+    clean_metrics: Iterable[str] = (),
 ) -> dict[str, float]:
     """``robust.*`` columns from clean and perturbed scores.
 
@@ -319,10 +311,12 @@ def robustness_summary(
         drop: ``relative`` (below) or ``difference``: ``perturbed - clean`` (``clean - perturbed``
             if higher is better), for metrics on a log scale such as the NLL of a language model,
             whose perplexity's relative change explodes (causal LM rows use the NLL in nats).
+        clean_metrics: clean scores to report as ``robust.clean.<metric>`` (the scores the drops
+            are relative to: on the same, possibly capped, test examples).
 
     Returns:
-        ``robust.<id>.<metric>`` for every perturbed metric, ``robust.<id>.drop`` and
-        ``robust.mean_drop``. The drop is relative to the clean score and positive when the
+        ``robust.<id>.<metric>`` for every perturbed metric, ``robust.<id>.drop``,
+        ``robust.mean_drop`` and ``robust.clean.<metric>`` for each of ``clean_metrics``. The drop is relative to the clean score and positive when the
         perturbation makes things worse: ``(clean - perturbed) / |clean|`` if higher is better,
         ``(perturbed - clean) / |clean|`` otherwise; NaN when the clean score is 0 or missing.
     """
@@ -344,4 +338,24 @@ def robustness_summary(
         row[f"robust.{pert_id}.drop"] = value_drop
         drops.append(value_drop)
     row["robust.mean_drop"] = float(sum(drops) / len(drops)) if drops else math.nan
+    for metric in clean_metrics:
+        row[f"robust.clean.{_metric_name(metric)}"] = float(clean[metric])
+    return row
+
+
+def ood_columns(scores: Mapping[str, float], main_metric: str) -> dict[str, float]:
+    """``robust.ood.*`` columns: the main metric on each out-of-distribution test set and their mean.
+
+    Args:
+        scores: OOD set name (an ``evaluation.ood`` key) -> the main metric on its test split.
+        main_metric: the task's main quality column, e.g. ``quality.f1``.
+
+    Returns:
+        ``robust.ood.<name>.<metric>`` per set and ``robust.ood.mean_<metric>``; empty without sets.
+    """
+    if not scores:
+        return {}
+    main = _metric_name(main_metric)
+    row = {f"robust.ood.{name}.{main}": float(score) for name, score in scores.items()}
+    row[f"robust.ood.mean_{main}"] = sum(map(float, scores.values())) / len(scores)
     return row

@@ -56,6 +56,10 @@ class ModelSpec:
         tiny: for a tiny twin: config overrides (see ``compbench.models.tiny``), plus
             ``vocab_size`` of its trained tokenizer.
         finetune_lr: the learning rate that suits this model when fine-tuning.
+        finetune_steps: fine-tuning steps that suit this model (``finetune.max_steps`` reads it;
+            unset: 300). Set for the tiny twins, whose runs must stay a few minutes on a CPU.
+        qat_steps: default ``max_steps`` of ``qat`` and ``contrastive_qat`` for this model (the
+            same for both, so that their default runs compare at one budget; unset: 1000).
         pretrain: for a ``tiny`` architecture: pretrain it from scratch first (masked LM for
             encoders, causal LM for decoders) with these settings (``PretrainSpec`` fields:
             ``corpus``, ``max_steps``, ...); the run then starts from that cached checkpoint.
@@ -72,6 +76,8 @@ class ModelSpec:
     tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
     tiny: dict[str, Any] | None = None
     finetune_lr: float = 5e-5
+    finetune_steps: int | None = None
+    qat_steps: int | None = None
     pretrain: dict[str, Any] | None = None
     package: str | None = None
     package_pip: str | None = None

@@ -271,18 +271,6 @@ class ResultsStore:
         """
         return self.table().to_pandas()
 
-    def ok_config_hashes(self) -> set[str]:
-        """Config hashes with at least one successful run (to skip them when resuming a sweep)."""
-        if not self.path.exists():
-            return set()
-        with self._reader() as conn:
-            if not self._declared_types(conn):
-                return set()
-            found = conn.execute(
-                f"SELECT DISTINCT config_hash FROM {TABLE} WHERE status = 'ok' AND config_hash IS NOT NULL"
-            )
-            return {h for (h,) in found}
-
     def latest_by_config_hash(self, status: str | None = None) -> dict[str, dict[str, Any]]:
         """The most recent run of each config hash (by ``started_at``, then insertion order).
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from compbench.metrics import registry
 from compbench.reporting.plots import LABELS, label, method_colors
-from compbench.reporting.tables import CONFIG_KEYS, HEADLINE_METRICS, MAIN_METRICS, main_metric, varying_method_params
+from compbench.reporting.tables import CONFIG_KEYS, HEADLINE_METRICS, main_metric, main_metrics, varying_method_params
 
 #: Runs per task whose reliability curve is embedded (the latest ones): bounds the file size.
 MAX_RELIABILITY_RUNS = 24
@@ -71,7 +71,7 @@ def dashboard_data(runs: pd.DataFrame, all_methods: Sequence[str] = ()) -> dict[
         swept_columns |= {c for c in (sparsity, bits) if c}
         tasks[str(task)] = {"metric": metric, "sparsity": sparsity, "bits": bits,
                             "higher": bool(registry.spec_for(metric).higher_is_better) if metric else True}
-    metrics = [c for c in (*MAIN_METRICS, *HEADLINE_METRICS, "eff.latency_ms_p50", "eff.compression_ratio")
+    metrics = [c for c in (*main_metrics(runs), *HEADLINE_METRICS, "eff.latency_ms_p50", "eff.compression_ratio")
                if c in runs.columns and runs[c].notna().any()]
     identity = [c for c in ("run_id", *CONFIG_KEYS, "seed") if c in runs.columns]
     columns = list(dict.fromkeys([*identity, *params, *swept_columns, *metrics, *drops]))

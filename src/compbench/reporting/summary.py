@@ -14,13 +14,19 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-#: The main quality metric of each task kind, in the order they are looked for in a row.
-MAIN_METRICS = ("quality.f1", "quality.ppl", "quality.rougeL")
+#: Rows stored before the ``main_metric`` column existed (before 2026-11-29) do not name their
+#: main metric; for them only, the main metrics the task kinds had then, in lookup order. Rows
+#: name it themselves now (``Task.main_metric``), so a new task never needs adding here.
+LEGACY_MAIN_METRICS = ("quality.f1", "quality.ppl", "quality.rougeL")
 
 
 def main_metric(row: Mapping[str, Any]) -> str | None:
-    """The row's main quality column (``quality.f1`` for NER, ``quality.ppl`` for LM, ...)."""
-    return next((m for m in MAIN_METRICS if row.get(m) is not None), None)
+    """The row's main quality column (its ``main_metric``, e.g. ``quality.f1``), None when the
+    row has no value there (a failed run)."""
+    named = row.get("main_metric")
+    if named:
+        return str(named) if row.get(str(named)) is not None else None
+    return next((m for m in LEGACY_MAIN_METRICS if row.get(m) is not None), None)
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -22,9 +22,7 @@ import pandas as pd
 
 from compbench.metrics import registry
 from compbench.records.schema import CONFIG_COLUMNS, METHOD_PREFIX, METRIC_PREFIXES, order_columns
-# The main quality metric of each task kind (``Task.main_metric``; a test keeps them equal); a
-# task's rows hold exactly one of them. One home: the run summary uses the same tuple.
-from compbench.reporting.summary import MAIN_METRICS
+from compbench.reporting.summary import LEGACY_MAIN_METRICS
 
 FORMATS = ("markdown", "latex", "html", "csv")
 #: Columns shown before the metrics in a one-line-per-run table (``--runs``).
@@ -54,12 +52,21 @@ def higher_is_better(column: str) -> bool | None:
     return spec.higher_is_better if spec is not None else None
 
 
+def main_metrics(frame: pd.DataFrame) -> list[str]:
+    """The main quality columns of ``frame``'s runs that hold values: what their ``main_metric``
+    column names (``Task.main_metric``), and for rows stored before that column existed
+    ``LEGACY_MAIN_METRICS``."""
+    named = frame["main_metric"] if "main_metric" in frame.columns else pd.Series([None] * len(frame), dtype=object)
+    present = named.notna() & (named.astype(str) != "")
+    candidates = list(dict.fromkeys(named[present].astype(str)))
+    if not present.all():
+        candidates += [m for m in LEGACY_MAIN_METRICS if m not in candidates]
+    return [c for c in candidates if c in frame.columns and frame[c].notna().any()]
+
+
 def main_metric(frame: pd.DataFrame) -> str | None:
-    """The main quality metric of ``frame``'s runs (the first of ``MAIN_METRICS`` with values)."""
-    for column in MAIN_METRICS:
-        if column in frame.columns and frame[column].notna().any():
-            return column
-    return None
+    """The main quality metric of ``frame``'s runs (one task's: the first of :func:`main_metrics`)."""
+    return next(iter(main_metrics(frame)), None)
 
 
 # ------------------------------------------------------------------------------ selection

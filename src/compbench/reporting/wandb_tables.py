@@ -14,7 +14,6 @@ credentials can hang, and CI has no network.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,7 +49,6 @@ def log_sweep(runs: pd.DataFrame, sweep_id: str, *, project: str = "compbench", 
     report = build_report(runs)
     summary = pd.read_csv(pd.io.common.StringIO(render_csv_tables(report.tables)))
     images = plot(runs, "all", out_dir / "plots" / sweep_id, "png", all_methods=all_methods)
-    os.environ["WANDB_MODE"] = mode  # the chosen mode wins over an inherited one
     run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), name=f"report-{sweep_id}",
                      group=sweep_id, job_type="report", tags=["compbench-report"], reinit="create_new",
                      settings=wandb.Settings(silent=True, console="off", init_timeout=90))

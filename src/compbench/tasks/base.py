@@ -349,25 +349,7 @@ class Task(ABC):
     def val_dataloader(self) -> DataLoader:
         return self.dataloader("validation")
 
-    def test_dataloader(self) -> DataLoader:
-        return self.dataloader("test")
-
-    @property
-    def row_lang(self) -> str:
-        return self.lang or ""
-
 
 def hub_split_digest(split_dataset: Any) -> str:
     """The ``datasets`` library's fingerprint of a loaded split (its cache identity)."""
     return str(getattr(split_dataset, "_fingerprint", "") or "")
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for parameter-free models)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

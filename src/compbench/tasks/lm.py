@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM
 
+from compbench.devices import model_device
 from compbench.errors import ConfigError
 from compbench.tasks import synthetic
-from compbench.tasks.base import LogitsCallback, Task, model_device
+from compbench.tasks.base import LogitsCallback, Task
 from compbench.tasks.readers import split_documents
 
 PPL_PROTOCOLS = ("per_document", "joined_stream")

@@ -19,9 +19,10 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from torch.utils.data import DataLoader
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
+from compbench.devices import model_device, to_device
 from compbench.errors import ConfigError
 from compbench.tasks import synthetic
-from compbench.tasks.base import LogitsCallback, Task, model_device, to_device
+from compbench.tasks.base import LogitsCallback, Task
 from compbench.tasks.readers import read_conll
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from rouge_score import rouge_scorer
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
+from compbench.devices import model_device, to_device
 from compbench.tasks import synthetic
-from compbench.tasks.base import LogitsCallback, Task, model_device, to_device
+from compbench.tasks.base import LogitsCallback, Task
 from compbench.tasks.readers import read_jsonl
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,9 @@ from compbench.metrics.calibration import (
     calibration_metrics,
     temperature_scaled_metrics,
 )
-from compbench.metrics.efficiency import (
-    bits_per_param, compile_for_timing, count_parameters, measure_latency, peak_memory_mb,
-)
+from compbench.metrics.efficiency import efficiency_columns, evaluation_cost
 from compbench.metrics.registry import spec_for
-from compbench.metrics.robustness import example_rng, parse_perturbations, robustness_summary
+from compbench.metrics.robustness import example_rng, ood_columns, parse_perturbations, robustness_summary
 from compbench.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -81,28 +79,27 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
         scores[p.id] = {m: result[m] for m in {task.main_metric, drop_metric}}
         log.debug("Robustness %s: %s=%.4f", p.id, task.main_metric, scores[p.id][task.main_metric])
     spec = spec_for(drop_metric)
-    row = robustness_summary(clean_scores, scores, drop_metric, bool(spec.higher_is_better), drop_kind)
+    # The clean scores the drops are relative to (same, possibly capped, examples) go in the row too.
+    row = robustness_summary(clean_scores, scores, drop_metric, bool(spec.higher_is_better), drop_kind,
+                             clean_metrics=sorted({task.main_metric, drop_metric}))
     log.info("Robustness: %d perturbations of %d test examples, mean drop %.3f (%s of %s)",
              len(perturbations), len(examples), row.get("robust.mean_drop", float("nan")), drop_kind, drop_metric)
-    # The clean scores the drops are relative to: on the same (possibly capped) test examples.
-    for metric in {task.main_metric, drop_metric}:
-        row[f"robust.clean.{metric.split('.', 1)[1]}"] = clean_scores[metric]
     return row
 
 
-def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, task_cfg: DictConfig) -> dict[str, Any]:
+def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig,
+                        ood_tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The main quality metric on other test sets (e.g. other MasakhaNER languages: zero-shot).
 
-    ``evaluation.ood`` maps a name to task-config overrides (``{yor: {lang: yor, data_dir: ...}}``);
-    the model is evaluated on each one's test split with this run's tokenizer and labels.
+    ``ood_tasks`` maps an ``evaluation.ood`` name to its resolved task config
+    (``compbench.configs.ood_task_configs``); the model is evaluated on each one's test split
+    with this run's tokenizer and labels.
     """
-    if not cfg.ood:
+    if not ood_tasks:
         return {}
-    row: dict[str, Any] = {}
-    scores: list[float] = []
-    main = task.main_metric.split(".", 1)[1]
-    for name, overrides in to_dict(cfg.ood).items():
-        other_cfg = {**to_dict(task_cfg), **(overrides or {})}
+    scores: dict[str, float] = {}
+    for name, other_cfg in ood_tasks.items():
+        other_cfg = dict(other_cfg)
         if "labels" in other_cfg and getattr(task, "labels", None) is not None:
             other_cfg["labels"] = list(task.labels)  # keep label ids identical to the trained head
         other = build_dataclass(other_cfg, "task")
@@ -110,69 +107,31 @@ def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, tas
         test = other.splits["test"]
         if cfg.robustness.max_examples is not None:
             test = test[: int(cfg.robustness.max_examples)]
-        score = task.with_test_examples(test, f"OOD {name}").evaluate(model, None, "test")[task.main_metric]
-        row[f"robust.ood.{name}.{main}"] = score
-        scores.append(score)
-        log.info("OOD %s: %s=%.4f", name, task.main_metric, score)
-    row[f"robust.ood.mean_{main}"] = sum(scores) / len(scores)
-    return row
-
-
-def latency_inputs(model: torch.nn.Module, family: str, seq_len: int):
-    """``make_inputs(batch)`` for timing: fixed random token ids of ``seq_len`` (and a decoder
-    prefix of ``seq_len // 4`` for encoder-decoders: one teacher-forced forward)."""
-    vocab = int(model.config.vocab_size)
-
-    def make_inputs(batch: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(batch)
-        ids = torch.randint(4, vocab, (batch, seq_len), generator=g)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if family != "encoder":  # a scoring forward: no KV cache (it also makes torch.compile recompile per layer)
-            inputs["use_cache"] = False
-        if family == "encoder_decoder":
-            inputs["decoder_input_ids"] = torch.randint(4, vocab, (batch, max(1, seq_len // 4)), generator=g)
-        return inputs
-
-    return make_inputs
+        scores[name] = task.with_test_examples(test, f"OOD {name}").evaluate(model, None, "test")[task.main_metric]
+        log.info("OOD %s: %s=%.4f", name, task.main_metric, scores[name])
+    return ood_columns(scores, task.main_metric)
 
 
 def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
-               cfg: DictConfig) -> dict[str, Any]:
-    """Parameter counts, bits per parameter, latency vs the fp32 baseline (timed interleaved), memory."""
-    eff = cfg.efficiency
-    counts = count_parameters(model)
-    row: dict[str, Any] = {**counts, **bits_per_param(size_bytes, counts["eff.params"])}
-    if not eff.enabled:
-        return row
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
-    seq_len = min(int(eff.seq_len), int(limit) - 2 if limit else int(eff.seq_len))
-    make_inputs = latency_inputs(model, family, seq_len)
-    batch_sizes = (1, int(eff.batch_size))
-    timed = {"baseline": baseline, "compressed": model}
-    compiled = bool(cfg.get("compile", False))
-    if compiled:  # both compiled, so the ratio compares compiled with compiled; compile time kept apart
-        timed, compile_s = compile_for_timing(timed, make_inputs, batch_sizes, threads=eff.threads)
-        row["eff.compile_time_s"] = compile_s["compressed"]
-    timings = measure_latency(
-        timed, make_inputs, batch_sizes=batch_sizes, warmup=int(eff.warmup), repeats=int(eff.repeats),
-        threads=eff.threads, baseline="baseline",
-    )
-    row.update(timings["compressed"])
-    row["eff.compiled"] = compiled
-    row.update(peak_memory_mb(model, make_inputs(1)))
-    row["eff.seq_len"] = seq_len
-    return row
+               reference_bytes: int, eff_mode: str, cfg: DictConfig) -> dict[str, Any]:
+    """The efficiency stage: every ``eff.*`` column of the evaluated model (sizes, counts, latency
+    vs the fp32 baseline, memory), built by ``compbench.metrics.efficiency``."""
+    return efficiency_columns(model, baseline, family, size_bytes=size_bytes, reference_bytes=reference_bytes,
+                              mode=eff_mode, settings=to_dict(cfg.efficiency), compile=bool(cfg.get("compile", False)))
 
 
-def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, size_bytes: int,
-                 run_dir: Path, cfg: DictConfig, task_cfg: DictConfig) -> dict[str, Any]:
-    """All four metric groups for ``model`` (the compressed model, as reloaded from its export)."""
+def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, run_dir: Path,
+                 cfg: DictConfig, ood_tasks: dict[str, dict[str, Any]], *, size_bytes: int, reference_bytes: int,
+                 eff_mode: str) -> dict[str, Any]:
+    """All four metric groups for ``model`` (the compressed model, as reloaded from its export,
+    on its evaluation device), given the out-of-distribution sets' task configs, the export's
+    size on disk, the fp32 teacher's (``reference_bytes``) and the method's ``eff_mode``."""
     start = time.time()
     row = quality_and_calibration(task, model, run_dir, cfg)
     row.update(robustness(task, model, row, cfg))
-    row.update(out_of_distribution(task, model, cfg, task_cfg))
-    row.update(efficiency(model, baseline, family, size_bytes, cfg))
-    row["eff.eval_time_s"] = time.time() - start
+    row.update(out_of_distribution(task, model, cfg, ood_tasks))
+    row.update(efficiency(model, baseline, family, size_bytes, reference_bytes, eff_mode, cfg))
+    row.update(evaluation_cost(time.time() - start))
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         log.warning("Non-finite metrics: %s", ", ".join(bad))

@@ -24,16 +24,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from compbench.configs import build_dataclass, check_run_settings, to_dict
+from compbench.configs import build_dataclass, check_run_settings, ood_task_configs, to_dict
 from compbench.errors import ConfigError, Preempted, TrainingDiverged
 from compbench.methods import Method, MethodContext, build_methods
 from compbench.methods.export import artifact_size_bytes, load_export
 from compbench.methods.lifecycle import compress
-from compbench.metrics.efficiency import training_cost
+from compbench.metrics.efficiency import fp32_reference_bytes, training_cost
 from compbench.metrics.extra import extra_quality, load_extra_metrics
 from compbench.models.loader import ModelSpec
+from compbench.records.provenance import provenance
 from compbench.records.schema import (
-    RowError, config_hash, error_summary, flatten_method_params, method_label, provenance, utc_timestamp,
+    RowError, config_hash, error_summary, flatten_method_params, method_label, utc_timestamp,
 )
 from compbench.records.store import ResultsStore
 from compbench.tasks.base import Task
@@ -47,8 +48,6 @@ from compbench.training.resume import checkpoint_callback, clear_checkpoints, re
 from compbench.training.teacher import get_or_train_teacher, teacher_key
 
 log = logging.getLogger(__name__)
-
-MB = 1e6
 
 
 @dataclass
@@ -317,17 +316,6 @@ def evaluation_device(setting: str, method: Method) -> torch.device:
     return torch.device("cuda" if setting != "cpu" and cuda_ok else "cpu")
 
 
-def sizes_on_disk(export_dir: Path, teacher_dir: Path) -> dict[str, Any]:
-    """``eff.size_mb`` of the export and ``eff.compression_ratio`` against the fp32 teacher."""
-    size = artifact_size_bytes(export_dir)
-    # The fp32 reference is what save_pretrained wrote for the uncompressed teacher: weights and config.
-    fp32_files = [p for p in Path(teacher_dir).iterdir()
-                  if p.suffix == ".safetensors" or p.name in ("config.json", "generation_config.json")]
-    fp32_size = sum(p.stat().st_size for p in fp32_files)
-    return {"eff.size_mb": size / MB, "eff.compression_ratio": fp32_size / size if size else float("nan"),
-            "_size_bytes": size}
-
-
 def write_export(ctx: RunContext, model: torch.nn.Module, mctx: MethodContext) -> Path:
     """The method's artifact and the tokenizer, written under a temporary name and renamed into
     ``<run_dir>/export`` when complete: a killed or full-disk write never leaves an export that
@@ -370,9 +358,9 @@ def data_fingerprints(cfg: DictConfig, task: Task, cache_dir: Path) -> tuple[str
     ``evaluation.ood`` test set (whose data is checked here, before any training, too)."""
     main = task.fingerprint(cache_dir)
     ood = {}
-    for name, overrides in to_dict(cfg.evaluation.get("ood") or {}).items():
+    for name, task_cfg in ood_task_configs(cfg).items():
         try:
-            other = build_dataclass({**to_dict(cfg.task), **(overrides or {})}, f"evaluation.ood.{name} task")
+            other = build_dataclass(task_cfg, f"evaluation.ood.{name} task")
             ood[f"ood.{name}"] = other.fingerprint(cache_dir)
         except ConfigError as exc:
             raise ConfigError(f"out-of-distribution set evaluation.ood.{name}: {exc}") from exc
@@ -451,6 +439,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         # First, so that an online W&B run without credentials fails before any work.
         ctx.tracker = Tracker(cfg.logger, run_dir)
         build_components(ctx, conf_dir)
+        row["main_metric"] = ctx.task.main_metric
         # The data read keys the run: edited files under the same data_dir are a new config.
         ctx.data_fingerprint, run_data = data_fingerprints(cfg, ctx.task, Path(cfg.paths.cache_dir))
         ctx.config_hash = hash_ = config_hash(resolved, data_fingerprint=run_data)
@@ -475,14 +464,12 @@ def run(cfg: DictConfig, conf_dir: Path | None = None) -> tuple[dict[str, Any], 
         export_dir = write_export(ctx, model, mctx)
         if cfg.evaluation.evaluate_reloaded_export:
             model = load_export(export_dir)
-        sizes = sizes_on_disk(export_dir, ctx.teacher_dir)
-        size_bytes = sizes.pop("_size_bytes")
-        row.update(sizes)
-        row["eff.mode"] = ctx.methods[-1].eff_mode
-        row["eff.device"] = device.type
         baseline = ctx.teacher.to(device)  # the fp32 model the latency ratio is measured against
-        row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, size_bytes, run_dir,
-                                cfg.evaluation, cfg.task))
+        row.update(evaluate_all(ctx.task, model.to(device), baseline, ctx.family, run_dir, cfg.evaluation,
+                                ood_task_configs(cfg),
+                                size_bytes=artifact_size_bytes(export_dir),
+                                reference_bytes=fp32_reference_bytes(ctx.teacher_dir),
+                                eff_mode=ctx.methods[-1].eff_mode))
         if extra_metrics:
             row.update(extra_quality(extra_metrics, *ctx.task.saved_predictions(run_dir)))
         row["status"] = "ok"

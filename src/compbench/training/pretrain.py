@@ -48,7 +48,8 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollato
 from compbench.errors import ConfigError
 from compbench.models.tiny import FAMILY_MODEL_TYPE, tiny_config
 from compbench.models.tokenizer import train_bpe_tokenizer
-from compbench.records.schema import provenance, utc_timestamp
+from compbench.records.provenance import provenance
+from compbench.records.schema import utc_timestamp
 from compbench.records.store import ResultsStore
 from compbench.training.module import CompressionModule
 from compbench.training.resume import clear_checkpoints, resumable_checkpoint
@@ -264,6 +265,7 @@ def _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, obj
         "error": "", "started_at": utc_timestamp(), "run_dir": str(run_dir), **provenance(),
         "model": name, "task": "pretrain", "lang": spec.lang, "method": f"pretrain_{objective}",
         "seed": spec.seed, **{f"method.{k}": v for k, v in params.items()}, "method.corpus_sha256": sha[:16],
+        "main_metric": "quality.ppl",  # the held-out perplexity of the pretraining objective
     }
     ckpt_dir = Path(cfg.paths.get("checkpoints_dir") or Path(cfg.paths.output_dir) / "checkpoints") / f"pretrain-{key}"
     try:

@@ -31,9 +31,10 @@ def test_yaml_builds_with_list_of_skips():
     assert method.row_params() == {"threshold": 6.0, "skip_modules": "lm_head,classifier,score"}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="LLM.int8() runs on CUDA only")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: LLM.int8() (bitsandbytes) has CUDA kernels only, and this machine has no CUDA device")
 def test_runs_and_reloads_on_cuda(tmp_path):
-    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("bitsandbytes", reason="needs bitsandbytes (LLM.int8()'s kernels): pip install bitsandbytes on the CUDA machine")
     from method_harness import tiny_batch, tiny_model
 
     from compbench.methods.export import load_export

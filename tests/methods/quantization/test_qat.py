@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from compbench.errors import ConfigError
 from compbench.methods import build_method
-from compbench.methods.base import MethodContext, method_training_step
+from compbench.methods.base import MethodContext, method_training_step, teacher_inputs
 from compbench.methods.export import load_export
 from compbench.methods.quantization.qat import QAT
 from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear, Quantizer
@@ -50,6 +50,27 @@ def _trajectory_against_reference(family, method, reference_loss, teacher=None, 
         method.on_train_step(model, step + 1, steps)
         losses.append(float(loss.detach()))
     return losses
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teacher_inputs_drop_labels_but_not_the_outputs(family):
+    """The teacher forward without labels (no loss computed) gives the same logits and hidden
+    states as with them; an encoder-decoder gets the decoder inputs its forward derives."""
+    teacher = tiny_model(family, seed=1)
+    batch = tiny_batch(family, seed=2)
+    if family == "encoder_decoder":
+        batch["labels"][0, -2:] = -100  # padded targets: the shift must map them to pad
+    inputs = teacher_inputs(teacher, batch)
+    assert "labels" not in inputs and "labels" in batch
+    with torch.no_grad():
+        with_labels = teacher(**batch, output_hidden_states=True)
+        without = teacher(**inputs, output_hidden_states=True)
+    assert without.loss is None
+    torch.testing.assert_close(without.logits, with_labels.logits, rtol=0, atol=0)
+    states = "decoder_hidden_states" if family == "encoder_decoder" else "hidden_states"
+    for got, expected in zip(getattr(without, states), getattr(with_labels, states)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert teacher_inputs(teacher, {"input_ids": batch["input_ids"]}) == {"input_ids": batch["input_ids"]}
 
 
 def _next_token_cross_entropy(batch, logits, _teacher_logits):

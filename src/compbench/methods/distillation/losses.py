@@ -28,6 +28,53 @@ def _masked_mean(per_position: Tensor, mask: Tensor | None) -> Tensor:
     return (per_position * mask).sum() / mask.sum().clamp_min(1)
 
 
+def _position_weights(mask: Tensor | None, positions: torch.Size, device: torch.device) -> Tensor:
+    """Weight of each position in ``_masked_mean`` (``mask / count``, or ``1 / n`` without a mask)."""
+    if mask is None:
+        return torch.full(positions, 1.0 / max(positions.numel(), 1), device=device)
+    mask = mask.to(device=device, dtype=torch.bool)
+    if mask.shape != positions:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match positions {tuple(positions)}")
+    return mask.float() / mask.sum().clamp_min(1)
+
+
+class _SoftTargetKL(torch.autograd.Function):
+    """``T^2 * sum_positions weight * KL(softmax(t / T) || softmax(s / T))`` with its gradient
+    written out: ``d/ds = T * weight * (softmax(s / T) - softmax(t / T))``.
+
+    The same value and gradient as autograd through ``log_softmax`` + ``kl_div`` (to float
+    rounding), but it keeps two vocabulary-sized tensors instead of autograd's chain of
+    temporaries (the division by T, ``exp``, ``sub``, ``mul``, and their backward passes). At a
+    small hidden size and a large vocabulary those passes over ``[batch, seq, vocab]`` dominate a
+    QAT step: measured with torch.profiler on tiny_gpt2 at 8 x 512 (vocab 2000), this halved
+    the loss's forward + backward time (ours: an implementation detail, not a method choice).
+    The teacher logits get no gradient (the teacher is frozen; ``logit_kd_loss`` falls back to
+    autograd when they require one).
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits: Tensor, teacher_logits: Tensor, weights: Tensor, temperature: float) -> Tensor:
+        student, teacher = student_logits.float(), teacher_logits.float()
+        if temperature != 1.0:
+            student, teacher = student / temperature, teacher / temperature
+        student_log_probs = F.log_softmax(student, dim=-1)
+        teacher_log_probs = F.log_softmax(teacher, dim=-1)
+        teacher_probs = teacher_log_probs.exp()
+        # KL per position, in place on the teacher's log-probabilities (no longer needed).
+        per_position = teacher_log_probs.sub_(student_log_probs).mul_(teacher_probs).sum(-1)
+        ctx.save_for_backward(student_log_probs, teacher_probs, weights)
+        ctx.temperature = temperature
+        ctx.student_dtype = student_logits.dtype
+        return (per_position * weights).sum() * temperature**2
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        student_log_probs, teacher_probs, weights = ctx.saved_tensors
+        scale = (weights * (grad_output * ctx.temperature)).unsqueeze(-1)
+        grad = student_log_probs.exp().sub_(teacher_probs).mul_(scale)
+        return grad.to(ctx.student_dtype), None, None, None
+
+
 def logit_kd_loss(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None = None
 ) -> Tensor:
@@ -47,10 +94,14 @@ def logit_kd_loss(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
             f"{tuple(teacher_logits.shape)} differ in shape"
         )
-    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    per_position = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True).sum(-1)
-    return _masked_mean(per_position, mask) * temperature**2
+    if teacher_logits.requires_grad and torch.is_grad_enabled():
+        # A teacher that is itself trained: plain autograd, so it gets its gradient too.
+        student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        per_position = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True).sum(-1)
+        return _masked_mean(per_position, mask) * temperature**2
+    weights = _position_weights(mask, student_logits.shape[:-1], student_logits.device)
+    return _SoftTargetKL.apply(student_logits, teacher_logits, weights, float(temperature))
 
 
 def hidden_state_loss(

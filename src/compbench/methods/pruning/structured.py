@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D, prune_linear_layer
 
+from compbench.devices import model_device
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.pruning.sparse_storage import load_sparse_export, save_sparse_export
@@ -258,7 +259,7 @@ def _gradient_scores(model: nn.Module, attn: list[AttentionUnit], ffn: list[FfnU
     prune heads only), and Michel et al.'s per-layer normalisation of the scores is not needed
     because heads are ranked within each attention module.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     modules = [model.get_submodule(u.o) for u in attn] + [model.get_submodule(u.down) for u in ffn]
     units = [_num_heads(model.get_submodule(u.path)) for u in attn]
     units += [_out_major(model.get_submodule(u.down)).shape[1] for u in ffn]

@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compbench.devices import model_device
 from compbench.errors import ConfigError
 from compbench.methods.base import MethodContext, TrainingOutputs
 from compbench.methods.distillation.losses import logit_kd_loss, valid_token_mask
@@ -457,7 +458,7 @@ class ContrastiveQAT(QAT):
         if not self.dynamic_scaling:
             start_pact_at_dynamic_scaling_clip(model)
         if self.contrastive:
-            device = next(model.parameters()).device
+            device = model_device(model)
             # One bank slot per token id: the embedding table's rows (>= config.vocab_size when
             # the table was padded), so no token is ever evicted.
             vocab = max(int(config.vocab_size), model.get_input_embeddings().weight.shape[0])
