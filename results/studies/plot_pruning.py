@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from compbench.records.store import ResultsStore  # noqa: E402
 
-LABELS = {"quality.f1": "test F1 (hau)", "robust.ood.mean_f1": "zero-shot F1 (mean of OOD languages)",
+LABELS = {"quality.f1": "test F1", "robust.ood.mean_f1": "zero-shot F1 (mean of OOD languages)",
           "calib.ece": "ECE (token level)"}
 
 
