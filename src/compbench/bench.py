@@ -207,10 +207,7 @@ class _Plain:
         from compbench.methods.none import NoCompression
 
         self.model, self.method, self.teacher = model.train(), method or NoCompression(), teacher
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-        groups = self.method.param_groups(model, lr, 0.01) or [
-            {"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = self.method.param_groups(model, lr, 0.01)  # the one weight-decay rule, as in the module
         self.opt = torch.optim.AdamW(groups, lr=lr)
         self.sched = get_linear_schedule_with_warmup(self.opt, int(0.1 * max_steps), max(max_steps, 1))
         self.max_steps, self.step_index, self.clip = max_steps, 0, clip
