@@ -174,3 +174,31 @@ def test_tied_groups_never_tie_views_of_other_shapes_or_empty_tensors():
     state = {"a": base, "b": base, "view": base.view(3, 4), "e1": torch.empty(0), "e2": torch.empty(0),
              "other": base.clone(), "meta": "not a tensor"}
     assert tied_groups(state) == {"a": ["b"], "view": [], "e1": [], "e2": [], "other": []}
+
+
+#: Where each format's loader lived before methods/ was split into families (what older manifests name).
+OLD_LOADER_MODULES = {
+    "ptq_weight_only": "compbench.methods.packing",
+    "ptq_dynamic_int8": "compbench.methods.ptq_dynamic_int8",
+    "ptq_half": "compbench.methods.ptq_half",
+    "prune_magnitude": "compbench.methods.sparse_storage",
+    "prune_structured": "compbench.methods.prune_structured",
+}
+
+
+@pytest.mark.parametrize("method_name", sorted(OLD_LOADER_MODULES))
+def test_a_manifest_written_before_the_move_still_loads(method_name, tmp_path):
+    """An export written before the restructure names its loader by the old module path and keeps the
+    method's parameters at the top of the manifest; it reloads to the same logits."""
+    out = exported(tmp_path, method_name)
+    manifest = json.loads((out / MANIFEST).read_text())
+    old = {**manifest, **manifest.pop("params", {}),
+           "loader": OLD_LOADER_MODULES[method_name] + ":" + manifest["loader"].partition(":")[2]}
+    old.pop("params", None)
+    batch = tiny_batch("decoder")
+    batch.pop("labels")
+    with torch.inference_mode():
+        expected = load_export(out)(**batch).logits
+    (out / MANIFEST).write_text(json.dumps(old))
+    with torch.inference_mode():
+        torch.testing.assert_close(load_export(out)(**batch).logits, expected, rtol=0, atol=0)

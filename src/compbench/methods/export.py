@@ -122,7 +122,7 @@ _MOVED_LOADER_MODULES = {
     "compbench.methods.ptq_llm_int8": "compbench.methods.quantization.ptq_llm_int8",
     "compbench.methods.ptq_half": "compbench.methods.quantization.ptq_half",
     "compbench.methods.sparse_storage": "compbench.methods.pruning.sparse_storage",
-    "compbench.methods.kd": "compbench.methods.distillation.kd",
+    "compbench.methods.prune_structured": "compbench.methods.pruning.structured",
 }
 
 

@@ -85,7 +85,8 @@ class HalfPrecisionPTQ(Method):
 
 def load_half_export(out_dir: Path, manifest: dict[str, Any]) -> nn.Module:
     """Rebuild the model in the export's dtype (never upcast: that would double its memory)."""
-    params = manifest.get("params", {})
+    # Manifests written before ``params`` existed kept dtype / fp32_logits (JSON values) at the top.
+    params = manifest.get("params", manifest)
     dtype = params.get("dtype")
     if dtype not in DTYPES:
         raise ConfigError(f"export in {out_dir} has no valid half-precision dtype ({dtype!r}); re-export it.")
