@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from compbench.records.store import ResultsStore  # noqa: E402
+from study_plots import save_figure, sweep_rows  # noqa: E402 (beside this script)
 
 #: Parameter columns that name an arm, with how they are shown.
 ARM_PARAMS = {"method.sparsity": "{:.0%}", "method.w_bits": "{:.0f}-bit", "method.student_layers": "{:.0f} layers",
@@ -45,8 +45,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metric", default="quality.f1")
     args = parser.parse_args()
-    frame = ResultsStore(args.db).frame()
-    frame = frame[(frame["status"] == "ok") & (frame["sweep_id"] == args.sweep_id)].copy()
+    frame = sweep_rows(args.db, args.sweep_id)
     frame["arm"] = frame.apply(arm, axis=1)
     stats = frame.groupby("arm").agg(
         q_mean=(args.metric, "mean"), q_std=(args.metric, "std"), size=("eff.size_mb", "mean"),
@@ -70,11 +69,7 @@ def main() -> None:
     right.set_xlabel("ECE (token level)")
     right.legend(fontsize=8)
     right.grid(alpha=0.3, axis="x")
-    fig.suptitle(f"{args.sweep_id}: mean ± std over {frame['seed'].nunique()} seeds")
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    save_figure(fig, frame, args.sweep_id, args.out)
 
 
 if __name__ == "__main__":

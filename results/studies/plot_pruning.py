@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from compbench.records.store import ResultsStore  # noqa: E402
+from study_plots import save_figure, sweep_rows  # noqa: E402 (beside this script)
 
 LABELS = {"quality.f1": "test F1", "robust.ood.mean_f1": "zero-shot F1 (mean of OOD languages)",
           "calib.ece": "ECE (token level)"}
@@ -32,8 +32,7 @@ def main() -> None:
     parser.add_argument("--metrics", default="quality.f1,robust.ood.mean_f1,calib.ece")
     args = parser.parse_args()
     metrics = args.metrics.split(",")
-    frame = ResultsStore(args.db).frame()
-    frame = frame[(frame["status"] == "ok") & (frame["sweep_id"] == args.sweep_id)]
+    frame = sweep_rows(args.db, args.sweep_id)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for model in sorted(frame["model"].unique()):
@@ -53,12 +52,7 @@ def main() -> None:
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    n_seeds = frame["seed"].nunique()
-    fig.suptitle(f"{args.sweep_id}: mean ± std over {n_seeds} seeds")
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    save_figure(fig, frame, args.sweep_id, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from compbench.records.store import ResultsStore  # noqa: E402
+from study_plots import save_figure, sweep_rows  # noqa: E402 (beside this script)
 
 LABELS = {"quality.ppl": "test perplexity", "calib.ece": "ECE (token level)",
           "quality.token_accuracy": "next-token accuracy"}
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--metrics", default="quality.ppl,calib.ece")
     args = parser.parse_args()
     metrics = args.metrics.split(",")
-    frame = ResultsStore(args.db).frame()
-    frame = frame[(frame["status"] == "ok") & (frame["sweep_id"] == args.sweep_id) & (frame["task"] != "pretrain")].copy()
+    frame = sweep_rows(args.db, args.sweep_id)
+    frame = frame[frame["task"] != "pretrain"].copy()
     base = frame[frame["method"] == "none"]
     quant = frame[frame["method"] != "none"].copy()
     quant["variant"] = quant.apply(variant, axis=1)
@@ -74,12 +74,7 @@ def main() -> None:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    n_seeds = frame["seed"].nunique()
-    fig.suptitle(f"{args.sweep_id}: mean ± std over {n_seeds} seeds")
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    save_figure(fig, frame, args.sweep_id, args.out)
 
 
 if __name__ == "__main__":
