@@ -8,8 +8,9 @@ file), and the loader rebuilds the model in the same dtype, so the reload is bit
 
 Choices (ours; no paper defines this baseline): ``dtype=bfloat16`` by default because it keeps
 fp32's exponent range (no overflow in attention scores or LayerNorm statistics without loss
-scaling) and because it is the fastest path measured on this project's CPU
-(``python -m compbench.bench`` writes the figures); ``dtype=float16`` keeps 3 more mantissa bits
+scaling); its speed is measured by ``python -m compbench.bench`` (``results/perf/SUMMARY.md``:
+on this project's CPU, without AMX, bf16 ran 2.2x fp32 at the GPT-2-small shape, behind dynamic
+int8's 2.8-3.3x); ``dtype=float16`` keeps 3 more mantissa bits
 and suits GPUs without bf16. ``fp32_logits=true`` (default) casts the output logits back to
 float32 so that losses, calibration and every downstream metric are computed in the same
 precision for every method (a one-pass copy of the logits, included in the timed forward).
