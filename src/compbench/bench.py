@@ -455,7 +455,7 @@ def _speed_variants(shape: str, quick: bool, tmp: Path):
     from compbench.methods.pruning.structured import StructuredPruning
     from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ
     from compbench.methods.quantization.ptq_half import HalfPrecisionPTQ
-    from compbench.methods.quantization.quantizers import conv1d_to_linear
+    from compbench.models.architecture import conv1d_to_linear
 
     torch.manual_seed(0)
     if shape == "gpt2_small":
@@ -626,7 +626,7 @@ def bench_int8_parity(args) -> dict[str, Any]:
     per-round ratios, and a torch.profiler count of every operator of one forward of each
     (same operators and calls = same kernels, no extra work around them)."""
     from compbench.methods.quantization.ptq_dynamic_int8 import DynamicInt8PTQ
-    from compbench.methods.quantization.quantizers import conv1d_to_linear
+    from compbench.models.architecture import conv1d_to_linear
 
     rounds = 3 * args.rounds
     out: dict[str, Any] = {"description": bench_int8_parity.__doc__, "rounds": rounds, "settings": {}}

@@ -336,7 +336,7 @@ from compbench.methods.base import MethodContext, TrainingOutputs  # noqa: E402
 from compbench.methods.quantization.contrastive_qat import AUX_ATTR, ContrastiveQAT  # noqa: E402
 from compbench.methods.quantization.quantizers import DynamicScalingQuantizer  # noqa: E402
 from compbench.methods.export import load_export  # noqa: E402
-from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear  # noqa: E402
+from compbench.methods.quantization.quantized_modules import QuantEmbedding, QuantLinear  # noqa: E402
 
 FAMILIES = ["decoder", "encoder_decoder", "encoder"]
 SMALL = dict(projection_dim=16, max_steps=4)

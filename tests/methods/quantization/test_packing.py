@@ -17,7 +17,7 @@ from compbench.methods.quantization.packing import (
     save_packed_export,
     unpack_codes,
 )
-from compbench.methods.quantization.quantizers import freeze_quantized, quantize_modules
+from compbench.methods.quantization.quantized_modules import freeze_quantized, quantize_modules
 from method_harness import tiny_batch, tiny_model
 
 FAMILIES = ["encoder", "decoder", "encoder_decoder", "decoder_tokcls"]

@@ -11,7 +11,8 @@ from compbench.methods import build_method
 from compbench.methods.base import MethodContext, method_training_step, teacher_inputs
 from compbench.methods.export import load_export
 from compbench.methods.quantization.qat import QAT
-from compbench.methods.quantization.quantizers import QuantEmbedding, QuantLinear, Quantizer
+from compbench.methods.quantization.quantized_modules import QuantEmbedding, QuantLinear
+from compbench.methods.quantization.quantizers import Quantizer
 from compbench.models.families import FAMILIES
 from method_harness import run_steps, tiny_batch, tiny_model
 from method_harness import METHOD_CONF as CONF

@@ -10,17 +10,14 @@ from transformers.pytorch_utils import Conv1D
 
 from compbench.models.families import FAMILIES
 from compbench.errors import ConfigError
-from compbench.methods.quantization.quantizers import (
-    QUANTIZERS,
+from compbench.methods.quantization.quantized_modules import (
     QuantEmbedding,
     QuantLinear,
-    Quantizer,
-    conv1d_to_linear,
     freeze_quantized,
-    get_quantizer,
     quantize_modules,
-    register_quantizer,
 )
+from compbench.methods.quantization.quantizers import QUANTIZERS, Quantizer, get_quantizer, register_quantizer
+from compbench.models.architecture import conv1d_to_linear
 from method_harness import tiny_batch, tiny_model
 
 

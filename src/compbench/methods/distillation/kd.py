@@ -25,55 +25,9 @@ from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext, TrainingOutputs, weight_decay_groups
 from compbench.methods.distillation.losses import attention_loss, hidden_state_loss, logit_kd_loss, valid_token_mask
 from compbench.methods.export import save_hf_export
+from compbench.models.architecture import Stack, find_stacks
 
 LAYER_INITS = ("uniform", "first", "last")
-
-
-@dataclass(frozen=True)
-class _Stack:
-    """One stack of transformer blocks (decoder-only/encoder models have one, BART has two).
-
-    Attributes:
-        name: ``layers`` (single-stack models), ``encoder`` or ``decoder``.
-        module_path: dotted path of the ``nn.ModuleList`` holding the blocks.
-        layers_attr: config attribute giving the number of blocks.
-        heads_attr: config attribute giving the number of attention heads.
-        output_prefix: prefix of the HF output fields (``""``, ``encoder_``, ``decoder_``).
-        mask_side: ``valid_token_mask`` side aligned with this stack's positions.
-    """
-
-    name: str
-    module_path: str
-    layers_attr: str
-    heads_attr: str
-    output_prefix: str
-    mask_side: str
-
-
-def _find_stacks(model: nn.Module) -> list[_Stack]:
-    """Locate the block stacks of a transformers model (XLM-R, GPT-2, BART and alikes)."""
-    config = model.config
-    module_lists = {name: mod for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList)}
-    if getattr(config, "is_encoder_decoder", False):
-        stacks = []
-        for side in ("encoder", "decoder"):
-            paths = [name for name in module_lists if name.endswith(f"{side}.layers")]
-            if len(paths) != 1:
-                raise ConfigError(
-                    f"kd cannot find the {side} blocks of {type(model).__name__}; it supports BART-like models."
-                )
-            mask_side = "target" if side == "decoder" else "input"
-            stacks.append(
-                _Stack(side, paths[0], f"{side}_layers", f"{side}_attention_heads", f"{side}_", mask_side)
-            )
-        return stacks
-    depth = config.num_hidden_layers
-    candidates = [name for name, mod in module_lists.items() if len(mod) == depth]
-    if not candidates:
-        raise ConfigError(f"kd cannot find the {depth} transformer blocks of {type(model).__name__}.")
-    # Several lists of the right length are possible in other architectures: the blocks hold the most weights.
-    path = max(candidates, key=lambda name: sum(p.numel() for p in module_lists[name].parameters()))
-    return [_Stack("layers", path, "num_hidden_layers", "num_attention_heads", "", "input")]
 
 
 def select_layers(student_layers: int, teacher_layers: int, layer_init: str) -> list[int]:
@@ -144,7 +98,7 @@ class KnowledgeDistillation(Method):
         self._projections: nn.ModuleDict | None = None
         self._layer_maps: dict[str, list[tuple[int, int]]] = {}
         self._teacher_ids: dict[str, list[int]] = {}
-        self._stacks: list[_Stack] = []
+        self._stacks: list[Stack] = []
         for attr in ("student_layers", "student_encoder_layers", "student_decoder_layers"):
             value = getattr(self, attr)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -199,7 +153,7 @@ class KnowledgeDistillation(Method):
         return self.attention_weight > 0
 
     # ---------------------------------------------------------------- student shape
-    def _student_depths(self, teacher: nn.Module, stacks: list[_Stack]) -> dict[str, int]:
+    def _student_depths(self, teacher: nn.Module, stacks: list[Stack]) -> dict[str, int]:
         """Student blocks per stack, from the fields (or half the teacher's depth by default)."""
         depths = {}
         for stack in stacks:
@@ -215,7 +169,7 @@ class KnowledgeDistillation(Method):
             depths[stack.name] = depth
         return depths
 
-    def _student_config(self, teacher: nn.Module, stacks: list[_Stack], depths: dict[str, int]):
+    def _student_config(self, teacher: nn.Module, stacks: list[Stack], depths: dict[str, int]):
         config = copy.deepcopy(teacher.config)
         for key, value in (self.student_config or {}).items():
             if not hasattr(config, key):
@@ -238,7 +192,7 @@ class KnowledgeDistillation(Method):
         teacher = ctx.teacher
         if teacher is None:
             return
-        stacks = _find_stacks(teacher)
+        stacks = find_stacks(teacher, "kd")
         if len(stacks) == 1 and (self.student_encoder_layers is not None or self.student_decoder_layers is not None):
             raise ConfigError(
                 "kd student_encoder_layers/student_decoder_layers apply to encoder-decoder models only; "
@@ -281,7 +235,7 @@ class KnowledgeDistillation(Method):
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         """Build the student from ``model`` (the fine-tuned teacher copy) and return it."""
         teacher = model
-        stacks = _find_stacks(teacher)
+        stacks = find_stacks(teacher, "kd")
         depths = self._student_depths(teacher, stacks)
         config = self._student_config(teacher, stacks, depths)
         self._teacher_ids = {
@@ -326,7 +280,7 @@ class KnowledgeDistillation(Method):
         student.train(teacher.training)
         return student
 
-    def _copy_weights(self, teacher: nn.Module, student: nn.Module, stacks: list[_Stack]) -> None:
+    def _copy_weights(self, teacher: nn.Module, student: nn.Module, stacks: list[Stack]) -> None:
         """Copy embeddings/heads (where shapes match) and the selected blocks into the student."""
         teacher_state = teacher.state_dict()
         state = student.state_dict()

@@ -31,78 +31,27 @@ from compbench.devices import model_device
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.pruning.sparse_storage import load_sparse_export, save_sparse_export
+from compbench.models.architecture import AttentionUnit, FfnUnit, Stack
+from compbench.models.architecture import attention_units as _attention_units
+from compbench.models.architecture import ffn_units as _ffn_units
+from compbench.models.architecture import layer_stacks as _stacks
 
 IMPORTANCES = ("magnitude", "gradient")
 LAYER_DROPS = ("none", "keep_every_k", "top", "bottom")
 
 
 # ---------------------------------------------------------------- architecture map
-@dataclass(frozen=True)
-class AttentionUnit:
-    """One attention module: where its projections live (paths from the model root)."""
-
-    path: str
-    q: str
-    k: str
-    v: str
-    o: str
-    fused_qkv: bool = False  # GPT-2: one Conv1D c_attn = [q | k | v]
-
-
-@dataclass(frozen=True)
-class FfnUnit:
-    """One feed-forward block: up projection (hidden -> inner) and down projection (inner -> hidden)."""
-
-    up: str
-    down: str
-
-
-def layer_stacks(model: nn.Module) -> list[tuple[str, str]]:
-    """``[(path of the layer ModuleList, config attribute counting its layers)]`` for the model."""
-    prefix = model.base_model_prefix
-    model_type = model.config.model_type
-    if model_type in ("xlm-roberta", "roberta", "bert"):
-        return [(f"{prefix}.encoder.layer", "num_hidden_layers")]
-    if model_type == "gpt2":
-        return [(f"{prefix}.h", "n_layer")]
-    if model_type == "bart":
-        return [(f"{prefix}.encoder.layers", "encoder_layers"), (f"{prefix}.decoder.layers", "decoder_layers")]
-    raise ConfigError(f"prune_structured does not know the {model_type!r} architecture; use xlm-roberta, gpt2 or bart.")
+# Which modules are heads, neurons and layers: compbench.models.architecture.
+def layer_stacks(model: nn.Module) -> list[Stack]:
+    return _stacks(model, "prune_structured")
 
 
 def attention_units(model: nn.Module) -> list[AttentionUnit]:
-    """Every attention module of the model (BART decoders have self and cross attention)."""
-    units = []
-    for stack, _ in layer_stacks(model):
-        for i in range(len(model.get_submodule(stack))):
-            layer = f"{stack}.{i}"
-            if model.config.model_type == "gpt2":
-                a = f"{layer}.attn"
-                units.append(AttentionUnit(a, f"{a}.c_attn", f"{a}.c_attn", f"{a}.c_attn", f"{a}.c_proj", True))
-            elif model.config.model_type == "bart":
-                names = ["self_attn"] + (["encoder_attn"] if ".decoder." in layer else [])
-                for n in names:
-                    a = f"{layer}.{n}"
-                    units.append(AttentionUnit(a, f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj", f"{a}.out_proj"))
-            else:
-                a = f"{layer}.attention.self"
-                units.append(AttentionUnit(a, f"{a}.query", f"{a}.key", f"{a}.value", f"{layer}.attention.output.dense"))
-    return units
+    return _attention_units(model, "prune_structured")
 
 
 def ffn_units(model: nn.Module) -> list[FfnUnit]:
-    """Every feed-forward block of the model."""
-    units = []
-    for stack, _ in layer_stacks(model):
-        for i in range(len(model.get_submodule(stack))):
-            layer = f"{stack}.{i}"
-            if model.config.model_type == "gpt2":
-                units.append(FfnUnit(f"{layer}.mlp.c_fc", f"{layer}.mlp.c_proj"))
-            elif model.config.model_type == "bart":
-                units.append(FfnUnit(f"{layer}.fc1", f"{layer}.fc2"))
-            else:
-                units.append(FfnUnit(f"{layer}.intermediate.dense", f"{layer}.output.dense"))
-    return units
+    return _ffn_units(model, "prune_structured")
 
 
 def _num_heads(attn: nn.Module) -> int:
@@ -376,11 +325,11 @@ class StructuredPruning(Method):
 
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         # Layers first: importance is then measured on the network that will remain.
-        for stack, config_attr in layer_stacks(model):
-            num_layers = len(model.get_submodule(stack))
+        for stack in layer_stacks(model):
+            num_layers = len(model.get_submodule(stack.module_path))
             keep = self.layers_to_keep(num_layers)
             if len(keep) < num_layers:
-                keep_layers_of(model, stack, config_attr, keep)
+                keep_layers_of(model, stack.module_path, stack.layers_attr, keep)
         if self.head_sparsity == 0 and self.ffn_sparsity == 0:
             return model
         attn, ffn = attention_units(model), ffn_units(model)

@@ -73,13 +73,8 @@ from compbench.errors import ConfigError
 from compbench.methods.base import MethodContext, TrainingOutputs
 from compbench.methods.distillation.losses import logit_kd_loss, valid_token_mask
 from compbench.methods.quantization.qat import QAT
-from compbench.methods.quantization.quantizers import (
-    DynamicScalingQuantizer,
-    PACTQuantizer,
-    QuantEmbedding,
-    QuantLinear,
-    quantize_modules,
-)
+from compbench.methods.quantization.quantized_modules import QuantEmbedding, QuantLinear, quantize_modules
+from compbench.methods.quantization.quantizers import DynamicScalingQuantizer, PACTQuantizer
 
 NEGATIVES = ("sequence", "vocabulary_random", "bank")
 NEGATIVE_SOURCES = ("teacher", "student")

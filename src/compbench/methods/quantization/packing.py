@@ -35,12 +35,9 @@ from torch import Tensor, nn
 
 from compbench.errors import ConfigError
 from compbench.methods.export import build_from_config, tied_groups, write_manifest
-from compbench.methods.quantization.quantizers import (
-    QuantLinear,
-    QuantizedWeight,
-    conv1d_to_linear,
-    get_quantizer,
-)
+from compbench.methods.quantization.quantized_modules import QuantLinear
+from compbench.methods.quantization.quantizers import QuantizedWeight, get_quantizer
+from compbench.models.architecture import conv1d_to_linear
 
 WEIGHTS_FILE = "model.safetensors"
 LAYOUT_FILE = "quant_layout.json"
@@ -147,7 +144,7 @@ def save_packed_export(
     conv1d_converted: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write a frozen quantized model (see :func:`compbench.methods.quantization.quantizers.freeze_quantized`).
+    """Write a frozen quantized model (see :func:`compbench.methods.quantization.quantized_modules.freeze_quantized`).
 
     Args:
         model: the finalized HF model; modules carrying ``quantized_weight`` are packed.

@@ -52,7 +52,7 @@ from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.export import tied_groups, write_manifest
 from compbench.methods.quantization.packing import build_for_loading
-from compbench.methods.quantization.quantizers import conv1d_to_linear
+from compbench.models.architecture import conv1d_to_linear
 
 BACKENDS = ("auto", "torch_ao", "torchao")
 #: What ``auto`` resolves to on CPU (see the module docstring for the measurement).

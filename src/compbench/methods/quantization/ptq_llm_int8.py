@@ -21,7 +21,7 @@ from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.export import tied_groups, write_manifest
 from compbench.methods.quantization.packing import build_for_loading
-from compbench.methods.quantization.quantizers import conv1d_to_linear
+from compbench.models.architecture import conv1d_to_linear
 
 #: Outlier threshold of the LLM.int8() paper (Dettmers et al., 2022, §3.2).
 DEFAULT_THRESHOLD = 6.0

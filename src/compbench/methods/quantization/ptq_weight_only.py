@@ -18,13 +18,8 @@ from torch import nn
 
 from compbench.methods.base import Method, MethodContext
 from compbench.methods.quantization.packing import round_unquantized_to_fp16, save_packed_export
-from compbench.methods.quantization.quantizers import (
-    SUPPORTED_BITS,
-    check_bits,
-    check_group_size,
-    freeze_quantized,
-    quantize_modules,
-)
+from compbench.methods.quantization.quantized_modules import freeze_quantized, quantize_modules
+from compbench.methods.quantization.quantizers import SUPPORTED_BITS, check_bits, check_group_size
 
 
 @dataclass

@@ -34,9 +34,8 @@ from compbench.methods.quantization.quantizers import (
     SUPPORTED_A_BITS,
     SUPPORTED_BITS,
     Quantizer,
-    freeze_quantized,
-    quantize_modules,
 )
+from compbench.methods.quantization.quantized_modules import freeze_quantized, quantize_modules
 
 
 @dataclass
