@@ -12,7 +12,7 @@ from compbench.configs import conf_dir
 from compbench.configs import build_dataclass
 from compbench.errors import ConfigError
 from compbench.methods import build_methods
-from compbench.training.pipeline import check_compatible
+from compbench.training.plan import check_compatible
 
 GROUPS = ["model", "task", "method", "trainer", "logger", "paths", "experiment", "debug"]
 CONFIG_FILES = sorted(p for g in GROUPS for p in (conf_dir() / g).glob("*.yaml"))

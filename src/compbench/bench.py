@@ -245,7 +245,7 @@ def bench_train_overhead(args) -> dict[str, Any]:
     from transformers import GPT2LMHeadModel
 
     from compbench.training.module import CompressionModule
-    from compbench.training.pipeline import make_trainer
+    from compbench.training.trainer import make_trainer
 
     cfg = compose_config(["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"])
     shapes = {"tiny": dict(n_layer=2, n_embd=64, n_head=2, vocab_size=2000)}
@@ -315,7 +315,7 @@ def _profile_lightning_steps(cfg, steps: int) -> dict[str, Any]:
     from transformers import GPT2LMHeadModel
 
     from compbench.training.module import CompressionModule
-    from compbench.training.pipeline import make_trainer
+    from compbench.training.trainer import make_trainer
 
     torch.manual_seed(0)
     config = gpt2_config(False, n_layer=2, n_embd=64, n_head=2, vocab_size=2000)

@@ -48,10 +48,16 @@ def sweep_label(cfg: DictConfig) -> str:
     return ""
 
 
+def debug_choice() -> str:
+    """The ``debug`` config chosen on the command line (``fast``), else "" (the row's ``debug`` column)."""
+    choice = HydraConfig.get().runtime.choices.get("debug")
+    return str(choice) if choice and str(choice) != "null" else ""
+
+
 def skip_if_done(cfg: DictConfig) -> dict[str, Any] | None:
     """In a multirun, the stored ok row of this config when the job can be skipped (resuming the
     sweep), else None. A single run always computes: running one config is an explicit request."""
-    from compbench.training.pipeline import run_fingerprint
+    from compbench.training.plan import run_fingerprint
     from compbench.training.resume import done_row
 
     if cfg.get("force") or HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -89,7 +95,7 @@ def app(cfg: DictConfig, conf_dir: Path) -> float | None:
             return main_metric_value(done)
         with open_dict(cfg):
             cfg.sweep_id = sweep_label(cfg)
-        row, error = run(cfg, conf_dir)
+        row, error = run(cfg, conf_dir, debug=debug_choice())
         run_id = str(row.get("run_id", ""))
         # A failed run says why in one sentence below; a sweep prints one table at its end.
         if error is None and HydraConfig.get().mode == RunMode.RUN:

@@ -17,8 +17,12 @@ class Preempted(RuntimeError):
     """The run received SIGTERM (SLURM pre-emption): it checkpointed and stopped; re-run to resume."""
 
 
+class DiskFull(RuntimeError):
+    """The disk filled up while writing a run's output (after the work, not bad input): free space, re-run."""
+
+
 #: Exceptions whose message is written for the user: printed without the exception's type.
-USER_ERRORS = (ConfigError, TrainingDiverged, Preempted)
+USER_ERRORS = (ConfigError, TrainingDiverged, Preempted, DiskFull)
 
 
 def show_traceback() -> bool:

@@ -28,7 +28,7 @@ def app(cfg: DictConfig) -> None:
     from compbench.configs import build_dataclass
     from compbench.console import setup_console
     from compbench.errors import ConfigError
-    from compbench.training.pipeline import make_trainer, new_run_id
+    from compbench.records.run_record import new_run_id
     from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 
     global _exit_code
@@ -44,8 +44,7 @@ def app(cfg: DictConfig) -> None:
         objective_of(family)
         pretrain = build_dataclass({"_target_": f"{PretrainSpec.__module__}.PretrainSpec", **spec.pretrain},
                                    "model.pretrain")
-        path, key, row = pretrained_checkpoint(spec.name, family, dict(spec.tiny or {}), pretrain, cfg, make_trainer,
-                                               new_run_id())
+        path, key, row = pretrained_checkpoint(spec.name, family, dict(spec.tiny or {}), pretrain, cfg, new_run_id())
     except Exception as exc:  # noqa: BLE001 - one sentence, exit code 1
         print(f"compbench-pretrain: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
               file=sys.stderr, flush=True)

@@ -18,7 +18,8 @@ from run_harness import CONF_DIR, compose_run
 from transformers import BartForConditionalGeneration, GPT2LMHeadModel, XLMRobertaForTokenClassification
 
 from compbench.methods.export import load_export
-from compbench.training.pipeline import RunContext, apply_methods, build_components, write_export
+from compbench.training.pipeline import RunEnv, apply_methods, write_export
+from compbench.training.plan import build_plan
 
 #: The plain transformers class each family's tiny twin must be, for its smoke task.
 THEIRS = {
@@ -37,22 +38,21 @@ def moved_off_init(model: torch.nn.Module, seed: int = 1) -> None:
             p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
-def inputs_for(family: str, ctx: RunContext) -> dict[str, torch.Tensor]:
+def inputs_for(family: str, task, tok, num_labels: int) -> dict[str, torch.Tensor]:
     """A padded batch of the task's own text (attention masks with zeros), with labels."""
-    tok = ctx.tokenizer
     # Cut to different lengths, so that the shorter ones are padded.
-    texts = [text[:n] for text, n in zip(ctx.task.training_texts(), (12, 30, 60, 200))]
+    texts = [text[:n] for text, n in zip(task.training_texts(), (12, 30, 60, 200))]
     enc = tok(texts, padding=True, truncation=True, max_length=24, return_tensors="pt")
     assert (enc["attention_mask"] == 0).any(), "the batch must contain padding to test masking"
     batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     g = torch.Generator().manual_seed(0)
     if family == "encoder":
-        labels = torch.randint(0, ctx.teacher.config.num_labels, enc["input_ids"].shape, generator=g)
+        labels = torch.randint(0, num_labels, enc["input_ids"].shape, generator=g)
         batch["labels"] = labels.masked_fill(enc["attention_mask"] == 0, -100)
     elif family == "decoder":
         batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     else:
-        target = tok(text_target=ctx.task.training_texts()[4:8], padding=True, truncation=True, max_length=12,
+        target = tok(text_target=task.training_texts()[4:8], padding=True, truncation=True, max_length=12,
                      return_tensors="pt")
         batch["labels"] = target["input_ids"].masked_fill(target["attention_mask"] == 0, -100)
     return batch
@@ -61,25 +61,25 @@ def inputs_for(family: str, ctx: RunContext) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("family", sorted(THEIRS))
 def test_method_none_reproduces_the_plain_transformers_model(family, tmp_path):
     cfg = compose_run(tmp_path, family)  # method=none is the default
-    ctx = RunContext(cfg=cfg, run_id="parity", run_dir=tmp_path / "run")
-    ctx.run_dir.mkdir()
-    build_components(ctx, CONF_DIR)
-    ctx.task.load()
-    ctx.tokenizer = ctx.spec.build_tokenizer(ctx.task, tmp_path / "cache")
-    ctx.task.setup(ctx.tokenizer)
-    teacher = ctx.spec.build_model(ctx.task, ctx.tokenizer, int(cfg.seed))
+    env = RunEnv(run_dir=tmp_path / "run", config_hash="parity")
+    env.run_dir.mkdir()
+    plan = build_plan(cfg, CONF_DIR)
+    plan.task.load()
+    tokenizer = plan.spec.build_tokenizer(plan.task, tmp_path / "cache")
+    plan.task.setup(tokenizer)
+    teacher = plan.spec.build_model(plan.task, tokenizer, int(cfg.seed))
     moved_off_init(teacher)
-    ctx.teacher = teacher.eval()
+    teacher.eval()
     weights = {k: v.clone() for k, v in teacher.state_dict().items()}
 
     theirs = THEIRS[family](copy.deepcopy(teacher.config))
     theirs.load_state_dict(weights)
     theirs.eval()
 
-    model, mctx = apply_methods(ctx)
-    reloaded = load_export(write_export(ctx, model, mctx))
+    model, mctx = apply_methods(plan, env, teacher, tokenizer)
+    reloaded = load_export(write_export(env.run_dir, plan.methods[-1], model, mctx, tokenizer))
 
-    batch = inputs_for(family, ctx)
+    batch = inputs_for(family, plan.task, tokenizer, teacher.config.num_labels)
     with torch.no_grad():
         expected = theirs(**batch)
         for ours in (model, reloaded):
@@ -93,7 +93,7 @@ def test_method_none_reproduces_the_plain_transformers_model(family, tmp_path):
 
     if family != "encoder":  # generation goes through the exported generation config as well
         prompt = {k: batch[k][:2] for k in ("input_ids", "attention_mask")}
-        settings = dict(max_new_tokens=6, do_sample=False, num_beams=1, pad_token_id=ctx.tokenizer.pad_token_id)
+        settings = dict(max_new_tokens=6, do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id)
         with torch.no_grad():
             want = theirs.generate(**prompt, **settings)
             torch.testing.assert_close(reloaded.generate(**prompt, **settings), want, rtol=0, atol=0)

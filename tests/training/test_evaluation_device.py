@@ -8,7 +8,7 @@ import torch
 from compbench.errors import ConfigError
 from compbench.methods.none import NoCompression
 from compbench.methods.quantization.ptq_llm_int8 import LLMInt8PTQ
-from compbench.training.pipeline import evaluation_device
+from compbench.training.plan import evaluation_device
 
 
 def test_auto_follows_the_hardware_and_cpu_is_always_possible_for_dense_models():
@@ -49,7 +49,7 @@ def test_methods_get_the_run_device(monkeypatch, accelerator, cuda, expected):
     from omegaconf import OmegaConf
 
     from compbench.methods.base import MethodContext
-    from compbench.training.pipeline import method_device
+    from compbench.training.plan import method_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     device = method_device(OmegaConf.create({"trainer": {"accelerator": accelerator}}))

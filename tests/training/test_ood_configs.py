@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from compbench.configs import conf_dir
 from compbench.configs import build_dataclass, ood_task_configs
 from compbench.errors import ConfigError
-from compbench.training.pipeline import data_fingerprints
+from compbench.training.plan import build_ood_tasks, data_fingerprints
 
 
 def write_conll(folder: Path, word: str) -> None:
@@ -48,10 +48,10 @@ def test_an_ood_lang_override_reads_that_languages_data(data_root):
 def test_the_runs_data_fingerprint_follows_the_ood_sets_files(data_root, tmp_path):
     cfg = compose_cfg(data_root, "+evaluation.ood.yor={lang: yor}")
     task = build_dataclass(cfg.task, "task")
-    teacher_fp, before = data_fingerprints(cfg, task, tmp_path / "cache")
+    teacher_fp, before = data_fingerprints(task, build_ood_tasks(cfg), tmp_path / "cache")
     assert before != teacher_fp
     (data_root / "masakhaner" / "yor" / "test.txt").write_text("Bola B-PER\n")
-    teacher_after, after = data_fingerprints(cfg, task, tmp_path / "cache")
+    teacher_after, after = data_fingerprints(task, build_ood_tasks(cfg), tmp_path / "cache")
     assert teacher_after == teacher_fp and after != before  # an edit of the OOD set's file is a new run
 
 
@@ -70,7 +70,7 @@ def test_an_explicit_data_dir_with_an_ood_lang_and_no_data_dir_is_refused(data_r
         ood_task_configs(cfg)
     task = build_dataclass(cfg.task, "task")
     with pytest.raises(ConfigError, match="evaluation.ood.yor"):
-        data_fingerprints(cfg, task, data_root / "cache")
+        data_fingerprints(task, build_ood_tasks(cfg), data_root / "cache")
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ from compbench.methods.export import load_export
 from compbench.models.loader import ModelSpec
 from compbench.records.store import ResultsStore
 from compbench.training import pipeline
-from compbench.training.pipeline import run, store_row
+from compbench.records.run_record import store_row
+from compbench.training.pipeline import run
 
 
 def stored_rows(cfg) -> list[dict]:

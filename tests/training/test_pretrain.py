@@ -17,7 +17,8 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from compbench.configs import conf_dir
 from compbench.errors import ConfigError
 from compbench.records.store import ResultsStore
-from compbench.training.pipeline import make_trainer, new_run_id
+from compbench.records.run_record import new_run_id
+from compbench.training.trainer import make_trainer
 from compbench.training.pretrain import (
     PretrainSpec, collator, fixed_batches, heldout_loss, make_blocks, objective_of, pretrain_key, pretrained_checkpoint,
     split_corpus,
@@ -108,16 +109,16 @@ def test_heldout_loss_is_the_mean_over_all_scored_tokens(objective, arch, family
 def test_pretraining_lowers_heldout_loss_stores_a_row_and_is_cached(tmp_path):
     path = corpus(tmp_path)
     cfg = run_cfg(tmp_path)
-    _, _, random_row = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path, max_steps=0), cfg, make_trainer,
+    _, _, random_row = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path, max_steps=0), cfg,
                                              new_run_id())
-    folder, key, row = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, make_trainer, new_run_id())
+    folder, key, row = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, new_run_id())
     assert row["status"] == "ok" and row["task"] == "pretrain" and row["method"] == "pretrain_mlm"
     assert row["quality.nll"] < random_row["quality.nll"] - 0.5  # 30 steps learn this regular text
     assert math.log(300) - 1 < random_row["quality.nll"] < math.log(300) + 1  # untrained: ~ uniform over the vocab
     stored = [r for r in ResultsStore(Path(cfg.paths.db)).rows() if r["task"] == "pretrain"]
     assert len(stored) == 2 and {r["lang"] for r in stored} == {"hau"}
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    again, key2, row2 = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, make_trainer, new_run_id())
+    again, key2, row2 = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, new_run_id())
     assert (again, key2, row2) == (folder, key, None)  # reused: no training, no second row
     assert len(ResultsStore(Path(cfg.paths.db)).rows()) == 2
     # A complete transformers folder: the task model loads its encoder weights.
@@ -132,7 +133,7 @@ class _Kill(L.Callback):
             raise KeyboardInterrupt  # what a killed job looks like to Lightning (no exception handling)
 
 
-def test_a_killed_pretraining_resumes_from_its_checkpoint(tmp_path, caplog):
+def test_a_killed_pretraining_resumes_from_its_checkpoint(tmp_path, caplog, monkeypatch):
     path = corpus(tmp_path)
     cfg = run_cfg(tmp_path)
 
@@ -141,14 +142,16 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint(tmp_path, caplog):
         trainer.callbacks.append(_Kill())
         return trainer
 
+    monkeypatch.setattr("compbench.training.pretrain.make_trainer", killing_trainer)
     with pytest.raises(BaseException):
-        pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, killing_trainer, new_run_id())
+        pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, new_run_id())
+    monkeypatch.undo()
     rows = ResultsStore(Path(cfg.paths.db)).rows()
     assert [r["status"] for r in rows] == ["failed"]
     ckpts = list((tmp_path / "results" / "checkpoints").glob("pretrain-*/last.ckpt"))
     assert len(ckpts) == 1
     caplog.set_level("INFO")
-    folder, _, row = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, make_trainer, new_run_id())
+    folder, _, row = pretrained_checkpoint("enc", "encoder", TINY_ENCODER, spec(path), cfg, new_run_id())
     assert row["status"] == "ok" and "Resuming from checkpoint" in caplog.text
     assert not ckpts[0].parent.exists()  # cleared once the checkpoint is cached
 

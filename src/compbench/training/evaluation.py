@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from compbench.configs import build_dataclass, to_dict
+from compbench.configs import to_dict
 from compbench.metrics.calibration import (
     CalibrationAccumulator,
     LogitReservoir,
@@ -87,22 +87,18 @@ def robustness(task: Task, model: torch.nn.Module, clean: dict[str, Any], cfg: D
     return row
 
 
-def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig,
-                        ood_tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def out_of_distribution(task: Task, model: torch.nn.Module, cfg: DictConfig, ood_tasks: dict[str, Task]) -> dict[str, Any]:
     """The main quality metric on other test sets (e.g. other MasakhaNER languages: zero-shot).
 
-    ``ood_tasks`` maps an ``evaluation.ood`` name to its resolved task config
-    (``compbench.configs.ood_task_configs``); the model is evaluated on each one's test split
-    with this run's tokenizer and labels.
+    ``ood_tasks`` maps an ``evaluation.ood`` name to its task (``training.plan.build_ood_tasks``);
+    the model is evaluated on each one's test split with this run's tokenizer and labels.
     """
     if not ood_tasks:
         return {}
     scores: dict[str, float] = {}
-    for name, other_cfg in ood_tasks.items():
-        other_cfg = dict(other_cfg)
-        if "labels" in other_cfg and getattr(task, "labels", None) is not None:
-            other_cfg["labels"] = list(task.labels)  # keep label ids identical to the trained head
-        other = build_dataclass(other_cfg, "task")
+    for name, other in ood_tasks.items():
+        if getattr(task, "labels", None) is not None and getattr(other, "labels", None) is not None:
+            other.labels = list(task.labels)  # keep label ids identical to the trained head
         other.load()
         test = other.splits["test"]
         if cfg.robustness.max_examples is not None:
@@ -121,10 +117,10 @@ def efficiency(model: torch.nn.Module, baseline: torch.nn.Module, family: str, s
 
 
 def evaluate_all(task: Task, model: torch.nn.Module, baseline: torch.nn.Module, family: str, run_dir: Path,
-                 cfg: DictConfig, ood_tasks: dict[str, dict[str, Any]], *, size_bytes: int, reference_bytes: int,
+                 cfg: DictConfig, ood_tasks: dict[str, Task], *, size_bytes: int, reference_bytes: int,
                  eff_mode: str) -> dict[str, Any]:
     """All four metric groups for ``model`` (the compressed model, as reloaded from its export,
-    on its evaluation device), given the out-of-distribution sets' task configs, the export's
+    on its evaluation device), given the out-of-distribution tasks, the export's
     size on disk, the fp32 teacher's (``reference_bytes``) and the method's ``eff_mode``."""
     start = time.time()
     row = quality_and_calibration(task, model, run_dir, cfg)

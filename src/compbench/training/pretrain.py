@@ -37,7 +37,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -48,12 +48,13 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollato
 from compbench.errors import ConfigError
 from compbench.models.tiny import FAMILY_MODEL_TYPE, tiny_config
 from compbench.models.tokenizer import train_bpe_tokenizer
-from compbench.records.provenance import provenance
+from compbench.metrics.efficiency import count_parameters
+from compbench.records.run_record import identity_columns, run_record
 from compbench.records.schema import utc_timestamp
-from compbench.records.store import ResultsStore
 from compbench.training.module import CompressionModule
 from compbench.training.resume import clear_checkpoints, resumable_checkpoint
 from compbench.training.teacher import save_checkpoint_atomically
+from compbench.training.trainer import checkpoint_root, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -208,17 +209,12 @@ def build_pretraining_model(family: str, arch: dict[str, Any], tokenizer, seed: 
     return auto.from_config(config)
 
 
-#: ``make_trainer(cfg, run_dir, phase, max_steps, val_every, loggers, ckpt_dir)`` of the pipeline.
-TrainerFactory = Callable[..., L.Trainer]
-
-
 def pretrained_checkpoint(
     name: str,
     family: str,
     arch: dict[str, Any],
     spec: PretrainSpec,
     cfg: Any,
-    make_trainer: TrainerFactory,
     run_id: str,
 ) -> tuple[Path, str, dict[str, Any] | None]:
     """The pretrained folder for (architecture, settings, corpus): from the cache, or trained now.
@@ -229,59 +225,72 @@ def pretrained_checkpoint(
         arch: the model config's ``tiny:`` block (``model_type`` and config overrides).
         spec: the pretraining settings.
         cfg: the run config (``paths``, ``trainer``, ``resume``).
-        make_trainer: builds the Lightning Trainer (the pipeline's ``make_trainer``).
         run_id: the ``run_id`` of the pretrain row, should it be trained now.
 
     Returns:
         (folder, cache key, the stored row when it was trained now, else None).
     """
-    objective = objective_of(family)
-    corpus = spec.check_corpus()
-    sha = file_digest(corpus)
-    key = pretrain_key(family, arch, spec, sha)
+    job = _Job(name=name, family=family, arch=arch, spec=spec, objective=objective_of(family),
+               corpus=spec.check_corpus())
+    job.sha = file_digest(job.corpus)
+    job.key = pretrain_key(family, arch, spec, job.sha)
     cache_dir = Path(cfg.paths.cache_dir) / "pretrained"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / key
-    with FileLock(str(cache_dir / f"{key}.lock")):
+    final = cache_dir / job.key
+    with FileLock(str(cache_dir / f"{job.key}.lock")):
         if (final / DONE_FILE).exists():
             info = json.loads((final / DONE_FILE).read_text())
-            log.info("Pretrained model reused from cache %s (held-out %s loss %.3f)", final, objective,
+            log.info("Pretrained model reused from cache %s (held-out %s loss %.3f)", final, job.objective,
                      info.get("heldout_nll", float("nan")))
-            return final, key, None
+            return final, job.key, None
         log.info("Pretrained model not in cache (key %s): pretraining (%s, %d steps) on %s",
-                 key, objective, spec.max_steps, corpus)
-        row = _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, objective, corpus, sha, key,
-                                  final)
-        return final, key, row
+                 job.key, job.objective, spec.max_steps, job.corpus)
+        return final, job.key, _pretrain_and_store(job, cfg, run_id, final)
 
 
-def _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, objective, corpus, sha, key, final):
-    started = time.time()
-    run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{name}_pretrain"
+@dataclass
+class _Job:
+    """What one pretraining is: the model config's name, family and ``tiny:`` architecture, the
+    settings, the objective, the corpus and (once read) its digest and the cache key."""
+
+    name: str
+    family: str
+    arch: dict[str, Any]
+    spec: PretrainSpec
+    objective: str
+    corpus: Path
+    sha: str = ""
+    key: str = ""
+
+
+def _pretrain_and_store(job: _Job, cfg: Any, run_id: str, final: Path) -> dict[str, Any]:
+    """Pretrain ``job`` into ``final`` (atomically) and store its ``task=pretrain`` row."""
+    spec, family = job.spec, job.family
+    run_dir = Path(cfg.paths.runs_dir) / f"{run_id}_{job.name}_pretrain"
     run_dir.mkdir(parents=True, exist_ok=True)
     params = {k: v for k, v in asdict(spec).items() if k not in ("lang", "val_every_n_steps")}
-    row: dict[str, Any] = {
-        "run_id": run_id, "config_hash": key, "sweep_id": str(cfg.get("sweep_id") or ""), "status": "failed",
-        "error": "", "started_at": utc_timestamp(), "run_dir": str(run_dir), **provenance(),
-        "model": name, "task": "pretrain", "lang": spec.lang, "method": f"pretrain_{objective}",
-        "seed": spec.seed, **{f"method.{k}": v for k, v in params.items()}, "method.corpus_sha256": sha[:16],
-        "main_metric": "quality.ppl",  # the held-out perplexity of the pretraining objective
-    }
-    ckpt_dir = Path(cfg.paths.get("checkpoints_dir") or Path(cfg.paths.output_dir) / "checkpoints") / f"pretrain-{key}"
-    try:
-        train_lines, held_lines = split_corpus(corpus, spec.heldout_fraction)
+    row = identity_columns(
+        run_id=run_id, config_hash=job.key, sweep_id=str(cfg.get("sweep_id") or ""), run_dir=run_dir,
+        model=job.name, task="pretrain", lang=spec.lang, method=f"pretrain_{job.objective}", seed=spec.seed,
+        **{f"method.{k}": v for k, v in params.items()}, **{"method.corpus_sha256": job.sha[:16]},
+        main_metric="quality.ppl",  # the held-out perplexity of the pretraining objective
+    )
+    ckpt_dir = checkpoint_root(cfg) / f"pretrain-{job.key}"
+    with run_record(Path(cfg.paths.db), run_dir, row) as row:
+        started = time.time()
+        train_lines, held_lines = split_corpus(job.corpus, spec.heldout_fraction)
         tokenizer = train_bpe_tokenizer(train_lines, family, spec.vocab_size, Path(cfg.paths.cache_dir) / "tokenizers",
                                         model_max_length=spec.max_length)
         L.seed_everything(spec.seed, workers=True, verbose=False)
-        model = build_pretraining_model(family, arch, tokenizer, spec.seed)
+        model = build_pretraining_model(family, job.arch, tokenizer, spec.seed)
         # The saved tokenizer admits what the model's positions do (not just the pretraining blocks),
         # so fine-tuning tasks may use longer inputs; XLM-R-class models reserve pad + 1 positions.
         positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings - (
             model.config.pad_token_id + 1 if model.config.model_type in ("roberta", "xlm-roberta") else 0)
         tokenizer.model_max_length = int(positions)
-        collate = collator(tokenizer, objective, spec.mlm_probability)
-        train_blocks = make_blocks(tokenizer, train_lines, spec.max_length, objective)
-        held_blocks = make_blocks(tokenizer, held_lines, spec.max_length, objective)
+        collate = collator(tokenizer, job.objective, spec.mlm_probability)
+        train_blocks = make_blocks(tokenizer, train_lines, spec.max_length, job.objective)
+        held_blocks = make_blocks(tokenizer, held_lines, spec.max_length, job.objective)
         if spec.max_heldout_blocks is not None:
             held_blocks = held_blocks[: spec.max_heldout_blocks]
         held = fixed_batches(held_blocks, collate, spec.batch_size, spec.seed + 1)
@@ -296,25 +305,17 @@ def _pretrain_and_store(name, family, arch, spec, cfg, make_trainer, run_id, obj
                                       shuffle=True, collate_fn=collate)
             trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=DataLoader(held, batch_size=None),
                         ckpt_path=resumable_checkpoint(ckpt_dir) if cfg.resume.enabled else None, weights_only=True)
-        nll, n_scored = heldout_loss(model, held, objective)
+        nll, n_scored = heldout_loss(model, held, job.objective)
         row.update({"quality.nll": nll, "quality.ppl": math.exp(nll),
-                    "eff.params": sum(p.numel() for p in model.parameters())})
-        info = {"key": key, "objective": objective, "corpus": str(corpus), "corpus_sha256": sha,
+                    "eff.params": count_parameters(model)["eff.params"]})
+        info = {"key": job.key, "objective": job.objective, "corpus": str(job.corpus), "corpus_sha256": job.sha,
                 "train_lines": len(train_lines), "heldout_lines": len(held_lines),
                 "train_tokens": int(train_blocks.numel()), "heldout_scored_tokens": n_scored,
-                "heldout_nll": nll, "heldout_ppl": math.exp(nll), "spec": asdict(spec), "arch": arch,
+                "heldout_nll": nll, "heldout_ppl": math.exp(nll), "spec": asdict(spec), "arch": job.arch,
                 "train_time_s": time.time() - started, "created_at": utc_timestamp(), "run_id": run_id}
         save_checkpoint_atomically(final, model, tokenizer, DONE_FILE, info)
         row["status"] = "ok"
         log.info("Pretrained %s: held-out %s loss %.4f (ppl %.2f) over %d tokens; cached at %s",
-                 name, objective, nll, math.exp(nll), n_scored, final)
-    except Exception as exc:
-        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise
-    finally:
-        row["duration_s"] = time.time() - started
-        (run_dir / "record.json").write_text(json.dumps({"row": row}, indent=2, default=str))
-        ResultsStore(Path(cfg.paths.db)).append(row)
-        if row["status"] == "ok":
-            clear_checkpoints(ckpt_dir)
+                 job.name, job.objective, nll, math.exp(nll), n_scored, final)
+    clear_checkpoints(ckpt_dir)  # reached only when ok: the checkpoint is cached now
     return row
