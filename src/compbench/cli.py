@@ -130,9 +130,9 @@ def select_method_chain(cfg: DictConfig, conf_dir: Path) -> None:
 
 def main_metric_value(row: dict[str, Any]) -> float | None:
     """A scalar for sweepers that optimise (Optuna): the task's main quality metric."""
-    from compbench.reporting.summary import main_metric
+    from compbench.reporting.summary import row_main_metric
 
-    key = main_metric(row)
+    key = row_main_metric(row)
     return float(row[key]) if key is not None else None
 
 

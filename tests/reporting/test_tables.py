@@ -215,7 +215,7 @@ def test_default_is_one_small_table_per_task(study_store):
 
 
 def test_the_main_metric_is_what_the_rows_name_with_a_fallback_for_older_rows():
-    from compbench.reporting.summary import main_metric as row_main_metric
+    from compbench.reporting.summary import row_main_metric
     from compbench.reporting.tables import main_metric, main_metrics
 
     # A task added later (main metric quality.accuracy) needs no list anywhere in reporting.

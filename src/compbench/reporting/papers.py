@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import html
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,13 +35,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from compbench.reporting.tables import (
-    ReportError,
-    add_deltas,
-    baseline_rows,
-    column_decimals,
-    drop_debug,
-)
+from compbench.reporting.numbers import column_decimals, fixed
+from compbench.reporting.tables import ReportError, add_deltas, baseline_rows, drop_debug
 
 PACKAGE = "compbench.reporting"
 FOLDER = "papers"
@@ -260,14 +254,6 @@ def fill(spec: dict[str, Any], frame: pd.DataFrame, data_root: Path | None = Non
 
 
 # ------------------------------------------------------------------------------ rendering
-def _fmt(value: float | None, decimals: int | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if decimals is None:
-        return f"{value:.3e}"
-    return f"{value:.{decimals}f}"
-
-
 def display_frame(table: PaperTable) -> tuple[pd.DataFrame, list[str]]:
     """(cells as text under a (column, published/ours/Δ) header, footnotes)."""
     footnotes: list[str] = []
@@ -284,13 +270,13 @@ def display_frame(table: PaperTable) -> tuple[pd.DataFrame, list[str]]:
         for column, cell in zip(table.spec["columns"], line):
             decimals = column["_decimals"]
             if isinstance(cell.published, (int, float)) and not isinstance(cell.published, bool):
-                published = _fmt(float(cell.published), decimals)
+                published = fixed(float(cell.published), decimals)
             elif isinstance(cell.published, str):
                 published = cell.published
             else:
                 published = "n/a"
             if cell.n:
-                ours = _fmt(cell.mean, decimals) + (f" ± {_fmt(cell.std, decimals)}" if cell.std is not None else "")
+                ours = fixed(cell.mean, decimals) + (f" ± {fixed(cell.std, decimals)}" if cell.std is not None else "")
                 ours += f" (n={cell.n})"
             elif cell.reason:
                 ours = "not runnable"

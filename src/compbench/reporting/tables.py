@@ -22,13 +22,12 @@ import pandas as pd
 
 from compbench.metrics import registry
 from compbench.records.schema import CONFIG_COLUMNS, METHOD_PREFIX, METRIC_PREFIXES, order_columns
+from compbench.reporting.numbers import column_decimals, fixed, format_number
 from compbench.reporting.summary import LEGACY_MAIN_METRICS
 
 FORMATS = ("markdown", "latex", "html", "csv")
 #: Columns shown before the metrics in a one-line-per-run table (``--runs``).
 DEFAULT_ROW_COLUMNS = ("run_id", *CONFIG_COLUMNS)
-#: Significant digits of displayed numbers (enough to tell F1 0.8123 from 0.8127).
-DIGITS = 4
 #: The default columns after the main quality metric (issue 8: one headline per metric group).
 HEADLINE_METRICS = ("calib.ece", "robust.mean_drop", "eff.size_mb", "eff.speedup")
 #: The config columns a default table groups by (seeds are averaged).
@@ -65,7 +64,8 @@ def main_metrics(frame: pd.DataFrame) -> list[str]:
 
 
 def main_metric(frame: pd.DataFrame) -> str | None:
-    """The main quality metric of ``frame``'s runs (one task's: the first of :func:`main_metrics`)."""
+    """The main quality metric of ``frame``'s runs (one task's: the first of :func:`main_metrics`;
+    one row's: ``summary.row_main_metric``)."""
     return next(iter(main_metrics(frame)), None)
 
 
@@ -302,51 +302,6 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def format_number(value: Any, digits: int = DIGITS) -> str:
-    """``DIGITS`` significant digits without exponent for everyday magnitudes; ints as they are.
-
-    0.812345 -> 0.8123, 35.2139 -> 35.21, 11.0 -> 11.00, 123456.7 -> 123457, 1e-05 -> 1.000e-05.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, int):
-        return str(value)
-    magnitude = abs(value)
-    if magnitude < 1e-3 and value != 0:
-        return f"{value:.{digits - 1}e}"
-    return f"{value:.{_decimals(value, digits)}f}"
-
-
-def _decimals(value: float, digits: int) -> int:
-    if value == 0 or not math.isfinite(value):
-        return digits - 1 if value == 0 else 0
-    return max(0, digits - 1 - math.floor(math.log10(abs(value))))
-
-
-def column_decimals(values: Sequence[float], digits: int = DIGITS) -> int | None:
-    """Decimals that give the column's largest magnitude ``digits`` significant digits, shared by
-    the whole column so that numbers line up (None: use an exponent, every value is < 1e-3)."""
-    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
-    largest = max(finite, default=0.0)
-    if largest == 0.0:
-        return digits - 1
-    if largest < 1e-3:
-        return None
-    return _decimals(largest, digits)
-
-
-def _fixed(value: float | None, decimals: int | None) -> str:
-    if value is None or math.isnan(value):
-        return ""
-    if math.isinf(value) or decimals is None:
-        return format_number(value)
-    return f"{value:.{decimals}f}"
-
-
 def format_columns(table: Table, integer: Sequence[bool] = ()) -> None:
     """Set the text of numeric cells: mean and std with one number of decimals per column
     (none for the columns flagged ``integer``)."""
@@ -359,8 +314,8 @@ def format_columns(table: Table, integer: Sequence[bool] = ()) -> None:
         for cell in column:
             if cell.value is None:
                 continue
-            cell.text = _fixed(cell.value, decimals)
-            cell.std = _fixed(cell.std_value, decimals) or None
+            cell.text = fixed(cell.value, decimals)
+            cell.std = fixed(cell.std_value, decimals) or None
             # "Best" compares what the reader sees: equal-looking values are ties.
             if decimals is not None and math.isfinite(cell.value):
                 cell.value = float(cell.text)

@@ -9,8 +9,8 @@ Backends (``backend``):
 * ``torch_ao``: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/onednn kernels);
 * ``torchao``: ``torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())``;
 * ``auto``: ``torch_ao``, because torchao's eager int8 path has no fast CPU kernel (the
-  measurement is in ``benchmarks/README.md``; ``benchmarks/quantization.py`` and
-  ``compbench-bench`` re-measure it).
+  measurement is in ``docs/benchmarks.md``; ``compbench-bench --only speedup`` re-measures
+  it).
 
 Tied embeddings (GPT-2's ``wte``/``lm_head``, BART's ``shared``/``embed_tokens``/``lm_head``):
 the output head is quantized like every Linear, and every input embedding sharing its weight

@@ -1,8 +1,9 @@
-"""Every compression method on the GPT-2-small shape: export size and CPU latency vs fp32.
+"""``python -m compbench.bench.method_zoo``: every compression method on the GPT-2-small shape,
+export size and CPU latency vs fp32.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/methods_gpt2_small.py [--threads 1] [--repeats 10]
+    OMP_NUM_THREADS=1 python -m compbench.bench.method_zoo [--threads 1] [--repeats 10]
         [--warmup 3] [--steps 2] [--seq-len 128] [--n-layer 12] [--only qat,kd]
 
 The fp32 "teacher" is ``GPT2LMHeadModel(GPT2Config())`` with random weights (seed 0; no hub
@@ -54,6 +55,8 @@ from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
+from compbench.bench.fixtures import training_settings
+from compbench.configs import conf_dir
 from compbench.errors import ConfigError
 from compbench.methods import build_method
 from compbench.methods.base import Method, MethodContext
@@ -62,7 +65,6 @@ from compbench.methods.lifecycle import PlainTraining, compress
 from compbench.metrics.efficiency import count_parameters, measure_latency
 from compbench.records.provenance import hardware
 
-METHOD_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "method"
 #: Method configs that are not one method (``chain`` composes other methods' configs).
 NOT_A_METHOD = {"chain"}
 REFERENCE = "none"
@@ -106,9 +108,6 @@ def variants(n_layer: int) -> dict[str, list[tuple[str, dict[str, Any]]]]:
 TRAIN_BATCH_SIZE = 4
 #: Distinct fixed batches, cycled over the training steps.
 TRAIN_BATCHES = 2
-#: The LightningModule's defaults (compbench.training.module.CompressionModule).
-WEIGHT_DECAY = 0.01
-WARMUP_RATIO = 0.1
 
 
 @dataclass
@@ -131,17 +130,18 @@ class Row:
 
 def method_configs(n_layer: int, only: set[str] | None) -> list[tuple[str, str, Any]]:
     """(method name, label, composed config) for every method YAML and its variants, reference first."""
+    method_dir = conf_dir() / "method"
     table = variants(n_layer)
-    found = {p.stem for p in METHOD_CONF_DIR.glob("*.yaml")} - NOT_A_METHOD
+    found = {p.stem for p in method_dir.glob("*.yaml")} - NOT_A_METHOD
     if REFERENCE not in found:
-        raise ConfigError(f"{METHOD_CONF_DIR} has no {REFERENCE}.yaml; the fp32 reference needs method=none.")
+        raise ConfigError(f"{method_dir} has no {REFERENCE}.yaml; the fp32 reference needs method=none.")
     names = [n for n in table if n in found] + sorted(found - set(table))
     out = []
     for name in names:
         if only is not None and name not in only and name != REFERENCE:
             continue
         for label, overrides in table.get(name, [(f"{name} (yaml)", {})]):
-            cfg = OmegaConf.load(METHOD_CONF_DIR / f"{name}.yaml")
+            cfg = OmegaConf.load(method_dir / f"{name}.yaml")
             for key, value in overrides.items():
                 cfg[key] = value
             out.append((name, label, cfg))
@@ -164,8 +164,7 @@ def compress_and_reload(method: Method, teacher: torch.nn.Module, ctx: MethodCon
     training loop (AdamW, linear warm-up/decay, teacher under no_grad), then export -> load_export;
     fills ``row``, returns the reload."""
     clock = time.perf_counter()
-    training = PlainTraining(batches, teacher=teacher, weight_decay=WEIGHT_DECAY, schedule=True,
-                             warmup_ratio=WARMUP_RATIO)
+    training = PlainTraining(batches, teacher=teacher, schedule=True, **training_settings())
     model, _ = compress(copy.deepcopy(teacher).requires_grad_(True), [method], lambda index, m: ctx, training)
     row.seconds["compress"] = time.perf_counter() - clock
     clock = time.perf_counter()
