@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 import torch
 from transformers import (
     BartForConditionalGeneration,
@@ -68,3 +70,21 @@ def run_steps(method: Method, model, batches, teacher=None, lr: float = 1e-3, fa
     training = PlainTraining(batches, teacher=teacher, lr=lr, steps=len(batches)) if batches else None
     final, _ = compress(model, [method], lambda index, m: MethodContext(family=family, teacher=teacher), training)
     return final, (training.losses if training is not None else [])
+
+
+def reference_sequence_infonce(q, pos, neg, ids, mask, tau, reduction="mean"):
+    """Position by position: negatives = the other distinct tokens of the sequence, each
+    represented by ``neg`` at its first occurrence."""
+    losses = []
+    for b in range(ids.shape[0]):
+        first = {}
+        for j in range(ids.shape[1]):
+            if mask[b, j] and int(ids[b, j]) not in first:
+                first[int(ids[b, j])] = j
+        for i in range(ids.shape[1]):
+            if not mask[b, i]:
+                continue
+            p = math.exp(float(q[b, i] @ pos[b, i]) / tau)
+            n = sum(math.exp(float(q[b, i] @ neg[b, j]) / tau) for t, j in first.items() if t != int(ids[b, i]))
+            losses.append(-math.log(p / (p + n)))
+    return sum(losses) if reduction == "sum" else sum(losses) / len(losses)

@@ -57,7 +57,7 @@ def _speed_variants(shape: str, quick: bool, tmp: Path):
         quantize_(ref, Int8DynamicActivationInt8WeightConfig())
         models["torchao_int8_dyn"] = ref.eval()
     models["compbench_prune_structured_50"], sizes["compbench_prune_structured_50"] = export_reload(
-        StructuredPruning(head_sparsity=0.5, ffn_sparsity=0.5), copy.deepcopy(fp32), family, tmp / "prune")
+        StructuredPruning(), copy.deepcopy(fp32), family, tmp / "prune")  # defaults: 50% of heads and FFN
     models["compbench_kd_half_depth"], sizes["compbench_kd_half_depth"] = export_reload(
         KnowledgeDistillation(max_steps=1), copy.deepcopy(fp32), family, tmp / "kd", teacher=fp32)
     models["compbench_ptq_half_bf16"], sizes["compbench_ptq_half_bf16"] = export_reload(

@@ -69,12 +69,15 @@ class TrainingOutputs:
         student: the student's HF output (``logits``, ``loss``, hidden states/attentions if asked).
         teacher: the teacher's output for the same batch under ``no_grad``, or None.
         task_loss: the task loss of the student (``student.loss``).
+        model: the student module itself (where a method keeps its training-time auxiliaries,
+            e.g. ``contrastive_qat``'s heads and memory banks), or None.
     """
 
     batch: dict[str, torch.Tensor]
     student: Any
     teacher: Any
     task_loss: torch.Tensor
+    model: nn.Module | None = None
 
 
 @dataclass
@@ -214,7 +217,7 @@ def method_training_step(method: Method, model: nn.Module, teacher: nn.Module | 
     if teacher is not None and method.requires_teacher:
         with torch.no_grad():
             teacher_out = teacher(**teacher_inputs(teacher, batch), **flags)
-    loss, extra = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss))
+    loss, extra = method.training_loss(TrainingOutputs(batch, student, teacher_out, student.loss, model))
     return loss, extra, student
 
 

@@ -75,7 +75,7 @@ def test_magnitude_keeps_the_largest_heads_and_the_kept_heads_compute_the_same()
             lin.weight[32:48] *= 10
             lin.weight[0:16] *= 5
     expected = torch.cat([attn.query.weight[0:16], attn.query.weight[32:48]]).detach().clone()
-    model = StructuredPruning(head_sparsity=0.5).prepare(model, MethodContext(family="encoder"))
+    model = StructuredPruning(head_sparsity=0.5, ffn_sparsity=0.0).prepare(model, MethodContext(family="encoder"))
     assert torch.equal(model.roberta.encoder.layer[0].attention.self.query.weight, expected)
     assert describe_structure(model)["heads"]["roberta.encoder.layer.0.attention.self"] == 2
 
@@ -86,7 +86,7 @@ def test_gradient_importance_drops_a_head_whose_output_is_unused():
         for block in model.transformer.h:
             block.attn.c_proj.weight[0:32] = 0
     kept_rows = model.transformer.h[0].attn.c_proj.weight[32:64].detach().clone()
-    method = StructuredPruning(head_sparsity=0.5, importance="gradient", importance_batches=2)
+    method = StructuredPruning(head_sparsity=0.5, ffn_sparsity=0.0, importance="gradient", importance_batches=2)
     model = method.prepare(model, MethodContext(family="decoder", task=_task("decoder")))
     assert torch.equal(model.transformer.h[0].attn.c_proj.weight, kept_rows)
 
@@ -122,7 +122,7 @@ def test_removed_head_equals_zeroed_output_projection():
 def test_layer_dropping_updates_config_and_still_runs(family, drop, kwargs, expected, tmp_path):
     model = _model(family)
     dense_params = _params(model)
-    method = StructuredPruning(drop_layers=drop, **kwargs)
+    method = StructuredPruning(head_sparsity=0.0, ffn_sparsity=0.0, drop_layers=drop, **kwargs)
     ctx = MethodContext(family=family)
     model = method.finalize(method.prepare(model, ctx), ctx)
     counts = {
@@ -145,7 +145,8 @@ def test_layer_dropping_updates_config_and_still_runs(family, drop, kwargs, expe
 def test_bottom_drop_keeps_the_last_layers_weights():
     model = _model("decoder")
     last = model.transformer.h[3].mlp.c_fc.weight.detach().clone()
-    model = StructuredPruning(drop_layers="bottom", keep_layers=1).prepare(model, MethodContext(family="decoder"))
+    model = StructuredPruning(head_sparsity=0.0, ffn_sparsity=0.0, drop_layers="bottom",
+                              keep_layers=1).prepare(model, MethodContext(family="decoder"))
     assert torch.equal(model.transformer.h[0].mlp.c_fc.weight, last)
     assert model.transformer.h[0].attn.layer_idx == 0
 
@@ -177,7 +178,8 @@ def test_gradient_importance_without_task_data_is_refused():
 
 @pytest.mark.parametrize("params", [
     {"head_sparsity": 1.0}, {"ffn_sparsity": -0.2}, {"head_sparsity": 0.5, "importance": "taylor"},
-    {"drop_layers": "middle"}, {"drop_layers": "top"}, {"drop_layers": "keep_every_k", "k": 1}, {},
+    {"drop_layers": "middle"}, {"drop_layers": "top"}, {"drop_layers": "keep_every_k", "k": 1},
+    {"head_sparsity": 0.0, "ffn_sparsity": 0.0},  # nothing to remove
     {"head_sparsity": 0.5, "max_steps": -1},
 ])
 def test_invalid_parameters_refused_with_one_sentence(params):
@@ -188,7 +190,8 @@ def test_invalid_parameters_refused_with_one_sentence(params):
 
 def test_keep_layers_beyond_depth_is_refused():
     with pytest.raises(ConfigError, match="exceeds"):
-        StructuredPruning(drop_layers="top", keep_layers=9).prepare(_model("encoder"), MethodContext(family="encoder"))
+        StructuredPruning(head_sparsity=0.0, ffn_sparsity=0.0, drop_layers="top",
+                          keep_layers=9).prepare(_model("encoder"), MethodContext(family="encoder"))
 
 
 def test_yaml_builds():
@@ -253,6 +256,6 @@ def test_gradient_importance_is_michel_et_al_and_differs_from_per_dimension_abs(
     heads, _ = _gradient_scores(model, attention_units(model), ffn_units(model), batches)
     torch.testing.assert_close(heads[0], michel, rtol=1e-4, atol=1e-7)
     kept = block.attn.c_proj.weight[dh:].detach().clone()
-    method = StructuredPruning(head_sparsity=0.5, importance="gradient", importance_batches=2)
+    method = StructuredPruning(head_sparsity=0.5, ffn_sparsity=0.0, importance="gradient", importance_batches=2)
     pruned = method.prepare(model, MethodContext(family="decoder", task=SimpleNamespace(train_dataloader=lambda: batches)))
     assert torch.equal(pruned.transformer.h[0].attn.c_proj.weight, kept)  # head 1 kept, head 0 removed

@@ -11,6 +11,7 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -170,6 +171,12 @@ def attention_loss(
         per_position = (student.float() - teacher.float()).pow(2).sum(-1).mean(1)  # [batch, query]
         total = total + _masked_mean(per_position, mask)
     return total / len(layer_map)
+
+
+def output_side(output: Any) -> str:
+    """The :func:`valid_token_mask` side a model output's logits follow: ``target`` for a seq2seq
+    output (its logits and ``decoder_hidden_states`` follow the decoder), else ``input``."""
+    return "target" if hasattr(output, "decoder_hidden_states") else "input"
 
 
 def valid_token_mask(batch: Mapping[str, Tensor], side: str = "input") -> Tensor:

@@ -276,8 +276,8 @@ class StructuredPruning(Method):
     """
 
     name: str = "prune_structured"
-    head_sparsity: float = 0.0
-    ffn_sparsity: float = 0.0
+    head_sparsity: float = 0.5
+    ffn_sparsity: float = 0.5
     importance: str = "magnitude"
     importance_batches: int = 8
     drop_layers: str = "none"

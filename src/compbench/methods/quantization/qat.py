@@ -25,7 +25,7 @@ from torch import nn
 
 from compbench.errors import ConfigError
 from compbench.methods.base import Method, MethodContext, TrainingOutputs, weight_decay_groups
-from compbench.methods.distillation.losses import logit_kd_loss, valid_token_mask
+from compbench.methods.distillation.losses import logit_kd_loss, output_side, valid_token_mask
 from compbench.methods.quantization.packing import round_unquantized_to_fp16, save_packed_export
 from compbench.methods.quantization.quantizers import (
     check_bits,
@@ -99,7 +99,6 @@ class QAT(Method):
                 raise ConfigError(f"{field_name} must be > 0, got {value!r}.")
         if not self.quantizer_weight_decay >= 0:
             raise ConfigError(f"quantizer_weight_decay must be >= 0, got {self.quantizer_weight_decay!r}.")
-        self._mask_side = "input"
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -109,8 +108,6 @@ class QAT(Method):
     # ------------------------------------------------------------------ lifecycle
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         """Wrap Linear layers and word embeddings in fake-quantized modules (in place)."""
-        # Seq2seq logits are aligned with the decoder targets, the others with the inputs.
-        self._mask_side = "target" if ctx.family == "encoder_decoder" else "input"
         return quantize_modules(
             model, w_bits=self.w_bits, e_bits=self.e_bits, a_bits=self.a_bits, quantizer=self.quantizer,
             act_quantizer=self.act_quantizer, per_channel=True, group_size=self.group_size,
@@ -134,7 +131,8 @@ class QAT(Method):
             return out.task_loss, {"loss/task": float(out.task_loss.detach())}
         if out.teacher is None:
             raise ConfigError(f"method '{self.name}' distils the teacher but got no teacher output; set distill=false or provide a teacher.")
-        mask = valid_token_mask(out.batch, self._mask_side)
+        # Seq2seq logits are aligned with the decoder targets, the others with the inputs.
+        mask = valid_token_mask(out.batch, output_side(out.student))
         kd = logit_kd_loss(out.student.logits, out.teacher.logits, self.kd_temperature, mask=mask)
         loss = self.kd_alpha * kd
         if self.kd_alpha < 1.0:
