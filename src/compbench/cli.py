@@ -76,7 +76,7 @@ def app(cfg: DictConfig, conf_dir: Path) -> float | None:
     from omegaconf import open_dict
 
     from compbench.console import setup_console
-    from compbench.errors import Preempted, show_traceback, user_sentence
+    from compbench.errors import Preempted, first_line, show_traceback, user_sentence
     from compbench.reporting.summary import run_summary
     from compbench.sweeps import write_outcome
     from compbench.training.pipeline import run
@@ -101,7 +101,7 @@ def app(cfg: DictConfig, conf_dir: Path) -> float | None:
         if error is None and HydraConfig.get().mode == RunMode.RUN:
             print(run_summary(row, teacher_baseline_row(Path(cfg.paths.db), row), Path(cfg.paths.db)), flush=True)
     except Exception as exc:  # noqa: BLE001 - the last guard of a sweep job (e.g. the store is unreachable)
-        row, error = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, exc
+        row, error = {"error": f"{type(exc).__name__}: {first_line(exc)}"}, exc
         log.error("compbench job failed outside the run: %s", row["error"], exc_info=show_traceback())
     write_outcome(job_dir, "failed" if error is not None else "ok", run_id)
     if isinstance(error, Preempted):  # the machine is being taken away: end the sweep too

@@ -33,10 +33,20 @@ def show_traceback() -> bool:
     return os.environ.get("COMPBENCH_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+def first_line(exc: BaseException | str) -> str:
+    """The first non-empty line of an exception's message (or of a text), stripped; "" if none."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def first_line_or_type(exc: BaseException) -> str:
+    """:func:`first_line`, or the exception type's name when the message is empty."""
+    return first_line(exc) or type(exc).__name__
+
+
 def user_sentence(exc: BaseException) -> str:
     """The one line a user reads about ``exc``: our own sentences as written, else ``Type: message``."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
+    text = first_line(exc)
     if isinstance(exc, USER_ERRORS) and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

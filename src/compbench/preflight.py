@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from compbench.errors import first_line, first_line_or_type
+
 #: Command-line options after which we step aside and let Hydra answer (help, config dumps, ...).
 _HYDRA_OPTIONS_WE_PASS = ("-m", "--multirun")
 #: Most group-choice combinations of a sweep composed here (each costs ~20 ms).
@@ -115,8 +117,7 @@ def check_command_line(argv: list[str], conf_dir: Path, config_name: str = "conf
         try:
             parsed.append(parser.parse_override(text))
         except Exception as exc:  # noqa: BLE001 - Hydra's parse errors have several types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return (f"cannot read the override {text!r} ({first.rstrip('.')}); write key=value, "
+            return (f"cannot read the override {text!r} ({first_line_or_type(exc).rstrip('.')}); write key=value, "
                     "and quote a value holding commas, brackets or spaces.")
 
     groups = set(config_groups(conf_dir))
@@ -163,9 +164,8 @@ def _compose_check(conf_dir: Path, config_name: str, args: list[str], context: s
                 value = bad.split("=", 1)[1] if "=" in bad else ""
                 return _unknown_key_sentence(key, value, lambda: compose(config_name, [a for a in args if a != bad]),
                                              context)
-            lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-            first = lines[0] if lines else type(exc).__name__
-            detail = cause.strip().splitlines()[0] if cause.strip() else ""
+            first = first_line(text) or type(exc).__name__
+            detail = first_line(cause)
             return f"the command line does not compose: {first.rstrip('.')}{f' ({detail})' if detail else ''}."
         missing = sorted(m for m in OmegaConf.missing_keys(cfg) if not m.startswith("hydra"))
         if missing:
@@ -174,7 +174,7 @@ def _compose_check(conf_dir: Path, config_name: str, args: list[str], context: s
         try:
             OmegaConf.to_container(cfg, resolve=True)
         except Exception as exc:  # noqa: BLE001 - interpolation and resolver errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line_or_type(exc)
             key = getattr(exc, "full_key", None)
             where = f" in {key}" if key else ""
             return f"cannot resolve the config{where}: {first.rstrip('.')}; fix the ${{...}} reference or set the value directly."

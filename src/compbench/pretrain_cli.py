@@ -27,7 +27,7 @@ def app(cfg: DictConfig) -> None:
     """Hydra task function: pretrain (or find in the cache) the model's checkpoint."""
     from compbench.configs import build_dataclass
     from compbench.console import setup_console
-    from compbench.errors import ConfigError
+    from compbench.errors import ConfigError, first_line
     from compbench.records.run_record import new_run_id
     from compbench.training.pretrain import PretrainSpec, objective_of, pretrained_checkpoint
 
@@ -46,7 +46,7 @@ def app(cfg: DictConfig) -> None:
                                    "model.pretrain")
         path, key, row = pretrained_checkpoint(spec.name, family, dict(spec.tiny or {}), pretrain, cfg, new_run_id())
     except Exception as exc:  # noqa: BLE001 - one sentence, exit code 1
-        print(f"compbench-pretrain: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        print(f"compbench-pretrain: {type(exc).__name__}: {first_line(exc)}",
               file=sys.stderr, flush=True)
         _exit_code = 1
         return

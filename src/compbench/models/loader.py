@@ -24,7 +24,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from compbench.errors import ConfigError
+from compbench.errors import ConfigError, first_line_or_type
 from compbench.models.families import FAMILIES
 from compbench.models.tiny import FAMILY_MODEL_TYPE, tiny_config
 from compbench.models.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -236,8 +236,7 @@ class ModelSpec:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__).rstrip(".")
+    return first_line_or_type(exc).rstrip(".")
 
 
 def _byte_level_without_prefix_space(tokenizer) -> bool:

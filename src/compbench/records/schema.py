@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from compbench.errors import ConfigError
+from compbench.errors import ConfigError, first_line
 from compbench.metrics.registry import GROUPS
 
 #: Identity and provenance columns, in display order.
@@ -115,8 +115,8 @@ ERROR_MAX_CHARS = 500
 
 def error_summary(exc: BaseException) -> str:
     """The ``error`` column of a failed run: ``Type: first line of the message``, one line."""
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    line = first_line(exc)
+    text = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch.utils.data import DataLoader
 
-from compbench.errors import ConfigError
+from compbench.errors import ConfigError, first_line, first_line_or_type
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Task(ABC):
                 f"convert it, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8."
             ) from exc
         except ValueError as exc:  # the readers' messages name file and line
-            raise ConfigError(f"{str(exc).splitlines()[0].rstrip('.')}; fix that line of the file.") from exc
+            raise ConfigError(f"{first_line(exc).rstrip('.')}; fix that line of the file.") from exc
 
     def validate_examples(self, split: str, examples: list[Any]) -> None:
         """Refuse examples the task cannot use (e.g. NER tags outside ``labels``); default: all fine."""
@@ -233,9 +233,8 @@ class Task(ABC):
         try:
             return datasets.load_dataset(self.hub_dataset, self.hub_config)
         except (ConnectionError, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
-                f"cannot load the hub dataset {self.hub_dataset!r} ({first.rstrip('.')}); "
+                f"cannot load the hub dataset {self.hub_dataset!r} ({first_line_or_type(exc).rstrip('.')}); "
                 f"set task.data_dir=<folder with the {self.name} split files> to read local files."
             ) from exc
 

@@ -20,6 +20,8 @@ from typing import Any, Callable
 from filelock import FileLock
 from torch import nn
 
+from compbench.errors import first_line_or_type
+
 log = logging.getLogger(__name__)
 
 #: Task fields that only affect evaluation, not the fine-tuned weights.
@@ -69,7 +71,7 @@ def get_or_train_teacher(
                 model = load(final)
             except Exception as exc:  # noqa: BLE001 - a damaged cache entry is retrained, never a dead end
                 log.warning("Cached teacher %s is unreadable (%s); fine-tuning it again", final,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                            first_line_or_type(exc))
                 shutil.rmtree(final, ignore_errors=True)
             else:
                 log.info("Teacher reused from cache %s (fine-tuned %s, %.1f s then)", final, info.get("created_at"),
