@@ -10,7 +10,7 @@ import yaml
 from report_stores import report, store  # noqa: F401 (fixtures)
 
 from compbench.reporting import papers
-from compbench.reporting.tables import ReportError
+from compbench.reporting.selection import ReportError
 
 SPEC = {
     "name": "toy", "title": "toy table",

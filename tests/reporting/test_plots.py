@@ -7,7 +7,7 @@ from report_stores import report, study_store  # noqa: F401 (fixtures)
 
 from compbench.reporting.plots import KINDS, method_colors, pareto_front, plot
 from compbench.reporting.runs import load_runs
-from compbench.reporting.tables import ReportError
+from compbench.reporting.selection import ReportError
 
 
 def non_blank(path) -> bool:

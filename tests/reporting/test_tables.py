@@ -13,15 +13,10 @@ from report_stores import cells, mark_debug, report, store, study_store  # noqa:
 
 from compbench.records.store import ResultsStore
 from compbench.reporting import cli
-from compbench.reporting.tables import (
-    ReportError,
-    build_report,
-    build_table,
-    filter_rows,
-    format_number,
-    render,
-    render_report,
-)
+from compbench.reporting.numbers import format_number
+from compbench.reporting.render import render, render_report
+from compbench.reporting.selection import ReportError, filter_rows
+from compbench.reporting.tables import build_report, build_table
 
 
 def run_main(capsys, *args):
@@ -216,7 +211,7 @@ def test_default_is_one_small_table_per_task(study_store):
 
 def test_the_main_metric_is_what_the_rows_name_with_a_fallback_for_older_rows():
     from compbench.reporting.summary import row_main_metric
-    from compbench.reporting.tables import main_metric, main_metrics
+    from compbench.reporting.selection import main_metric, main_metrics
 
     # A task added later (main metric quality.accuracy) needs no list anywhere in reporting.
     new = {"main_metric": "quality.accuracy", "quality.accuracy": 0.9, "quality.f1": 0.5}

@@ -24,15 +24,9 @@ import sys
 from pathlib import Path
 
 from compbench.records.store import DEFAULT_DB, ResultsStore
-from compbench.reporting.tables import (
-    FORMATS,
-    ReportError,
-    drop_debug,
-    filter_rows,
-    render_report,
-    build_report,
-    render_run,
-)
+from compbench.reporting.render import FORMATS, render_report, render_run
+from compbench.reporting.selection import ReportError, drop_debug, filter_rows
+from compbench.reporting.tables import build_report
 
 PROG = "compbench-report"
 

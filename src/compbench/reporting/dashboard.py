@@ -28,7 +28,7 @@ import pandas as pd
 
 from compbench.metrics import registry
 from compbench.reporting.plots import LABELS, label, method_colors
-from compbench.reporting.tables import CONFIG_KEYS, HEADLINE_METRICS, main_metric, main_metrics, varying_method_params
+from compbench.reporting.selection import CONFIG_KEYS, HEADLINE_METRICS, main_metric, main_metrics, varying_method_params
 
 #: Runs per task whose reliability curve is embedded (the latest ones): bounds the file size.
 MAX_RELIABILITY_RUNS = 24

@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 from compbench.reporting.numbers import column_decimals, fixed
-from compbench.reporting.tables import ReportError, add_deltas, baseline_rows, drop_debug
+from compbench.reporting.selection import ReportError, add_deltas, baseline_rows, drop_debug
 
 PACKAGE = "compbench.reporting"
 FOLDER = "papers"

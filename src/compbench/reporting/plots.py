@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from compbench.metrics import registry
-from compbench.reporting.tables import ReportError, default_group_by, main_metric
+from compbench.reporting.selection import ReportError, default_group_by, main_metric
 
 KINDS = ("size", "latency", "sparsity", "bits", "reliability", "robustness")
 FORMATS = ("png", "svg", "pdf")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from compbench.records.store import DEFAULT_DB, ResultsStore
-from compbench.reporting.tables import ReportError, drop_debug
+from compbench.reporting.selection import ReportError, drop_debug
 
 
 def resolve_run_dir(run_dir: str | Path | None, db: str | Path) -> Path | None:

@@ -1,261 +1,40 @@
-"""Result tables: select runs, average over seeds, differences from the baseline, best values.
-
-The table *model* (which runs, which groups, mean ± std and ``n`` per cell, the difference from
-the uncompressed baseline, which cell is best) is built here; rendering uses the libraries:
-``tabulate`` for Markdown, pandas' ``Styler`` (jinja2) for LaTeX and HTML, pandas for CSV. What
-they cannot do is kept here: ``mean ± std`` cells, ``n`` per cell, bold chosen per (task, model)
-and footers that list failed runs and missing baselines.
+"""Result tables: the table *model* — which runs, which groups, mean ± std and ``n`` per cell,
+the difference from the uncompressed baseline, which cell is best — built from the runs chosen by
+``selection.py`` and rendered by ``render.py``.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import html
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from compbench.metrics import registry
-from compbench.records.schema import CONFIG_COLUMNS, METHOD_PREFIX, METRIC_PREFIXES, order_columns
+from compbench.records.schema import CONFIG_COLUMNS, METRIC_PREFIXES
 from compbench.reporting.numbers import column_decimals, fixed, format_number
-from compbench.reporting.summary import LEGACY_MAIN_METRICS
+from compbench.reporting.selection import (
+    DELTA,
+    DELTA_REL,
+    HEADLINE_METRICS,
+    ReportError,
+    add_deltas,
+    baseline_rows,
+    clause_column,
+    default_columns,
+    default_group_by,
+    drop_debug,
+    filter_rows,
+    higher_is_better,
+    is_numeric,
+    main_metric,
+    missing_baseline_notes,
+    resolve_columns,
+)
 
-FORMATS = ("markdown", "latex", "html", "csv")
 #: Columns shown before the metrics in a one-line-per-run table (``--runs``).
 DEFAULT_ROW_COLUMNS = ("run_id", *CONFIG_COLUMNS)
-#: The default columns after the main quality metric (issue 8: one headline per metric group).
-HEADLINE_METRICS = ("calib.ece", "robust.mean_drop", "eff.size_mb", "eff.speedup")
-#: The config columns a default table groups by (seeds are averaged).
-CONFIG_KEYS = ("model", "task", "lang", "method")
-#: Row column marking runs made with a debug config (``debug=fast``); reports leave them out.
-DEBUG_COLUMN = "debug"
-#: Prefixes of the difference columns added by ``--delta``.
-DELTA, DELTA_REL = "Δ ", "Δ% "
-
-_WHERE = re.compile(r"^\s*(?P<column>[^=!<>]+?)\s*(?P<op>!=|>=|<=|=|>|<)\s*(?P<value>.*?)\s*$")
-
-
-class ReportError(ValueError):
-    """A report request that cannot be served (unknown column, bad filter): one sentence."""
-
-
-# ------------------------------------------------------------------------------ registry
-def higher_is_better(column: str) -> bool | None:
-    """The registry's direction for a metric column; None when unknown or undefined."""
-    spec = registry.spec_for(column)
-    return spec.higher_is_better if spec is not None else None
-
-
-def main_metrics(frame: pd.DataFrame) -> list[str]:
-    """The main quality columns of ``frame``'s runs that hold values: what their ``main_metric``
-    column names (``Task.main_metric``), and for rows stored before that column existed
-    ``LEGACY_MAIN_METRICS``."""
-    named = frame["main_metric"] if "main_metric" in frame.columns else pd.Series([None] * len(frame), dtype=object)
-    present = named.notna() & (named.astype(str) != "")
-    candidates = list(dict.fromkeys(named[present].astype(str)))
-    if not present.all():
-        candidates += [m for m in LEGACY_MAIN_METRICS if m not in candidates]
-    return [c for c in candidates if c in frame.columns and frame[c].notna().any()]
-
-
-def main_metric(frame: pd.DataFrame) -> str | None:
-    """The main quality metric of ``frame``'s runs (one task's: the first of :func:`main_metrics`;
-    one row's: ``summary.row_main_metric``)."""
-    return next(iter(main_metrics(frame)), None)
-
-
-# ------------------------------------------------------------------------------ selection
-def _unknown_column(name: str, known: Sequence[str]) -> ReportError:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "; `compbench-report show RUN_ID` lists a run's columns."
-    return ReportError(f"unknown column {name!r}{hint}")
-
-
-def resolve_columns(frame: pd.DataFrame, patterns: Sequence[str]) -> list[str]:
-    """Column names or fnmatch patterns (``quality.*``) -> existing columns, in request order."""
-    out: list[str] = []
-    for pattern in patterns:
-        if pattern in frame.columns:
-            matched = [pattern]
-        else:
-            matched = order_columns(c for c in frame.columns if fnmatch.fnmatchcase(c, pattern))
-        if not matched:
-            raise _unknown_column(pattern, frame.columns)
-        out.extend(c for c in matched if c not in out)
-    return out
-
-
-def _typed_value(series: pd.Series, column: str, text: str) -> Any:
-    if pd.api.types.is_bool_dtype(series) or (
-        series.dtype == object and series.dropna().map(type).eq(bool).all() and series.notna().any()
-    ):
-        lowered = text.lower()
-        if lowered in ("true", "1"):
-            return True
-        if lowered in ("false", "0"):
-            return False
-        raise ReportError(f"column {column!r} holds true/false, so {text!r} cannot be compared with it.")
-    if pd.api.types.is_numeric_dtype(series):
-        try:
-            return float(text)
-        except ValueError:
-            raise ReportError(f"column {column!r} is numeric, so {text!r} cannot be compared with it.") from None
-    return text
-
-
-def clause_column(clause: str) -> str | None:
-    """The column a filter clause tests, or None when the clause cannot be read."""
-    match = _WHERE.match(clause)
-    return match["column"] if match else None
-
-
-def filter_rows(frame: pd.DataFrame, clauses: Sequence[str]) -> pd.DataFrame:
-    """Keep the rows matching every clause.
-
-    A clause is ``column OP value`` with OP one of ``= != > >= < <=``; ``=``/``!=`` take a
-    comma-separated list of values (``method=kd,none``); an empty value matches an empty or
-    missing cell (``lang=``).
-    """
-    mask = pd.Series(True, index=frame.index)
-    for clause in clauses:
-        match = _WHERE.match(clause)
-        if match is None:
-            raise ReportError(f"cannot read the filter {clause!r}; write it as column=value (or != > >= < <=).")
-        column, op, value = match["column"], match["op"], match["value"]
-        if column not in frame.columns:
-            raise _unknown_column(column, frame.columns)
-        series = frame[column]
-        if op in ("=", "!="):
-            hit = pd.Series(False, index=frame.index)
-            for item in value.split(","):
-                item = item.strip()
-                if item == "":
-                    hit |= series.isna() | (series.astype(str) == "")
-                else:
-                    hit |= (series == _typed_value(series, column, item)).fillna(False).astype(bool)
-            mask &= hit if op == "=" else ~hit
-        else:
-            if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-                raise ReportError(f"column {column!r} is not numeric, so it cannot be compared with {op}.")
-            bound = _typed_value(series, column, value)
-            compare = {">": series.gt, ">=": series.ge, "<": series.lt, "<=": series.le}[op]
-            mask &= compare(bound).fillna(False).astype(bool)
-    return frame[mask]
-
-
-def is_debug(frame: pd.DataFrame) -> pd.Series:
-    """Which runs were made with a debug config (a truthy ``debug`` column; absent: none)."""
-    if DEBUG_COLUMN not in frame.columns:
-        return pd.Series(False, index=frame.index)
-    values = frame[DEBUG_COLUMN]
-    text = values.astype(str).str.strip().str.lower()
-    return values.notna() & ~text.isin(("", "0", "0.0", "false", "none", "nan", "no"))
-
-
-def drop_debug(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """``frame`` without debug runs, and how many were left out."""
-    debug = is_debug(frame)
-    return frame[~debug], int(debug.sum())
-
-
-def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """Metric columns holding at least one value, in row order."""
-    return [c for c in order_columns(frame.columns) if c.startswith(METRIC_PREFIXES) and frame[c].notna().any()]
-
-
-def varying_method_params(frame: pd.DataFrame) -> list[str]:
-    """``method.*`` columns that take more than one value within one method (a swept parameter)."""
-    params = [c for c in order_columns(frame.columns) if c.startswith(METHOD_PREFIX)]
-    if "method" not in frame.columns:
-        return []
-    out = []
-    for column in params:
-        per_method = frame.groupby("method", dropna=False)[column].nunique(dropna=False)
-        if (per_method > 1).any():
-            out.append(column)
-    return out
-
-
-def default_group_by(frame: pd.DataFrame) -> list[str]:
-    """Model, task, language, method and each swept method parameter: seeds are averaged."""
-    return [c for c in CONFIG_KEYS if c in frame.columns] + varying_method_params(frame)
-
-
-def default_columns(frame: pd.DataFrame) -> list[str]:
-    """The headline columns of one task's runs: main quality metric, ECE, robustness drop,
-    size and speed-up (those with values)."""
-    main = main_metric(frame)
-    wanted = ([main] if main else []) + list(HEADLINE_METRICS)
-    return [c for c in wanted if c in frame.columns and frame[c].notna().any()]
-
-
-# ------------------------------------------------------------------------------ baseline differences
-def baseline_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """The uncompressed baseline of each teacher: its latest ok ``method=none`` run."""
-    if not {"method", "teacher_hash", "status"} <= set(frame.columns):
-        return {}
-    none = frame[(frame["method"] == "none") & (frame["status"] == "ok") & frame["teacher_hash"].notna()]
-    if "started_at" in none.columns:
-        none = none.sort_values("started_at", kind="stable", na_position="first")
-    return {str(h): row for h, row in none.groupby("teacher_hash").tail(1).set_index("teacher_hash").iterrows()}
-
-
-def add_deltas(runs: pd.DataFrame, metrics: Sequence[str], baselines: dict[str, pd.Series]) -> tuple[pd.DataFrame, list[str]]:
-    """Add ``Δ <metric>`` (run − baseline) and ``Δ% <metric>`` (100 × Δ / |baseline|) per run.
-
-    The baseline of a run is the ``method=none`` run with the same ``teacher_hash`` (same model,
-    task, data, seed and fine-tuning): paired differences, averaged over seeds afterwards.
-
-    Returns:
-        the runs with the difference columns, and the new column names in display order.
-    """
-    runs = runs.copy()
-    added = []
-    hashes = runs["teacher_hash"].astype(object) if "teacher_hash" in runs.columns else pd.Series(None, index=runs.index)
-    for metric in metrics:
-        if not _is_numeric(runs[metric]):
-            continue
-        base = pd.Series(
-            [float(baselines[str(h)][metric]) if str(h) in baselines and metric in baselines[str(h)] and
-             pd.notna(baselines[str(h)][metric]) else math.nan for h in hashes],
-            index=runs.index, dtype=float,
-        )
-        diff = runs[metric].astype(float) - base
-        runs[DELTA + metric] = diff
-        runs[DELTA_REL + metric] = 100.0 * diff / base.abs().where(base != 0)
-        added += [DELTA + metric, DELTA_REL + metric]
-    return runs, added
-
-
-def missing_baseline_notes(runs: pd.DataFrame, baselines: dict[str, pd.Series]) -> list[str]:
-    """One line per teacher of ``runs`` without a ``method=none`` run, naming the command."""
-    notes = []
-    if "teacher_hash" not in runs.columns:
-        return ["no teacher_hash column in the store, so no run has a baseline; Δ columns are empty."]
-    no_hash = runs[runs["teacher_hash"].isna() | (runs["teacher_hash"].astype(str) == "")]
-    if len(no_hash):
-        notes.append(f"{len(no_hash)} run(s) record no teacher_hash (they failed before the teacher), so they have no baseline.")
-    for teacher, group in runs.dropna(subset=["teacher_hash"]).groupby("teacher_hash", sort=True):
-        if str(teacher) in baselines or str(teacher) == "":
-            continue
-        first = group.iloc[0]
-        ident = [f"model={first.get('model')}", f"task={first.get('task')}"]
-        if isinstance(first.get("lang"), str) and first.get("lang"):
-            ident.append(f"task.lang={first['lang']}")
-        if pd.notna(first.get("seed")):
-            ident.append(f"seed={int(first['seed'])}")
-        command = ident + (["debug=fast"] if bool(is_debug(group.iloc[:1]).iloc[0]) else [])
-        notes.append(
-            f"no method=none baseline for teacher {teacher} ({', '.join(ident)}; {len(group)} run(s)): "
-            f"their Δ cells are empty; `compbench {' '.join(command)} method=none` "
-            "(with the same fine-tuning settings) fills them."
-        )
-    return notes
 
 
 # ------------------------------------------------------------------------------ table model
@@ -329,10 +108,6 @@ def _key_text(value: Any) -> str:
     return format_number(value)
 
 
-def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-
-
 def _context(group: pd.DataFrame) -> tuple | None:
     keys = [c for c in ("task", "model") if c in group.columns]
     values = []
@@ -373,7 +148,7 @@ def mark_best(table: Table) -> None:
 
 def run_table(frame: pd.DataFrame, columns: Sequence[str]) -> Table:
     """One line per run."""
-    table = Table(header=list(columns), numeric=[_is_numeric(frame[c]) for c in columns])
+    table = Table(header=list(columns), numeric=[is_numeric(frame[c]) for c in columns])
     for index, record in frame[list(columns)].iterrows():
         cells = []
         for column, numeric in zip(columns, table.numeric):
@@ -405,9 +180,9 @@ def grouped_table(frame: pd.DataFrame, group_by: Sequence[str], columns: Sequenc
     so with ``(n=k)``; text columns list their distinct values.
     """
     values = [c for c in columns if c not in group_by]
-    numeric = {c: _is_numeric(frame[c]) for c in values}
+    numeric = {c: is_numeric(frame[c]) for c in values}
     table = Table(header=[*group_by, "n", *values],
-                  numeric=[_is_numeric(frame[c]) for c in group_by] + [True] + [numeric[c] for c in values])
+                  numeric=[is_numeric(frame[c]) for c in group_by] + [True] + [numeric[c] for c in values])
     raw_rows = []
     for keys, group in frame.groupby(list(group_by), dropna=False, sort=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
@@ -530,107 +305,3 @@ def build_table(frame: pd.DataFrame, where: Sequence[str] = (), columns: Sequenc
                 group_by: Sequence[str] | None = None, **kwargs: Any) -> Table:
     """The first table of ``build_report`` (a single-task selection has one)."""
     return build_report(frame, where, columns, group_by, **kwargs).tables[0]
-
-
-# ------------------------------------------------------------------------------ renderers
-def _frames(table: Table, bold_marker: tuple[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display strings, bold mask) as DataFrames over the table's header."""
-    text, bold = [], []
-    for row in table.rows:
-        text.append([(bold_marker[0] + c.display() + bold_marker[1]) if bold_marker and c.bold and c.text
-                     else c.display() for c in row])
-        bold.append([c.bold and bool(c.text) for c in row])
-    columns = pd.RangeIndex(len(table.header))
-    return pd.DataFrame(text, columns=columns), pd.DataFrame(bold, columns=columns)
-
-
-def render_markdown_table(table: Table) -> str:
-    """A GitHub-flavoured Markdown pipe table (``tabulate``), numbers right-aligned, best in bold."""
-    from tabulate import tabulate
-
-    text, _ = _frames(table, ("**", "**"))
-    body = tabulate(
-        text.values.tolist(), headers=table.header, tablefmt="github", disable_numparse=True,
-        colalign=["right" if n else "left" for n in table.numeric],
-    )
-    return (f"**{table.title}**\n\n" if table.title else "") + body
-
-
-def _styler(table: Table, escape: str):
-    text, bold = _frames(table)
-    text.columns = table.header
-    bold.columns = table.header
-    styles = bold.replace({True: "font-weight: bold;", False: ""}).infer_objects()
-    styler = text.style.hide(axis="index").apply(lambda _: styles, axis=None)
-    return styler.format(escape=escape).format_index(escape=escape, axis=1)
-
-
-def render_latex_table(table: Table) -> str:
-    """A booktabs ``tabular`` (pandas ``Styler.to_latex``; ``\\usepackage{booktabs}``), best in bold."""
-    spec = "".join("r" if n else "l" for n in table.numeric)
-    latex = _styler(table, "latex").to_latex(hrules=True, convert_css=True, column_format=spec)
-    # Unicode signs as math, so the table compiles with any LaTeX engine.
-    latex = latex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-    return (f"% {table.title}\n" if table.title else "") + latex.rstrip("\n")
-
-
-def render_html_table(table: Table) -> str:
-    """An HTML ``<table>`` (pandas ``Styler.to_html``) with the best cells bold, and a caption."""
-    styler = _styler(table, "html").set_table_attributes('class="compbench-table"')
-    if table.title:
-        styler = styler.set_caption(html.escape(table.title))
-    return styler.to_html().rstrip("\n")
-
-
-def render_csv_tables(tables: Sequence[Table]) -> str:
-    """Raw numbers at full precision (grouped: ``<col>_mean``, ``<col>_std``, ``<col>_n``), no bold.
-
-    Several tables (one per task) are stacked into one CSV over the union of their columns.
-    """
-    raws = [t.raw if t.raw is not None else pd.DataFrame(columns=t.header) for t in tables]
-    raw = pd.concat(raws, ignore_index=True, sort=False) if len(raws) > 1 else raws[0]
-    return raw.to_csv(index=False, float_format=None, lineterminator="\n").rstrip("\n")
-
-
-def render_report(report: Report, fmt: str = "markdown") -> str:
-    """Render the tables and the footer notes in one of ``FORMATS``.
-
-    Markdown notes are a list under the tables, LaTeX notes ``%`` comments, HTML notes a
-    ``<ul class="notes">``; CSV carries the numbers only (notes go to stderr in the CLI).
-    """
-    if fmt not in FORMATS:
-        raise ReportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-    if fmt == "csv":
-        return render_csv_tables(report.tables)
-    if fmt == "markdown":
-        body = "\n\n".join(render_markdown_table(t) for t in report.tables)
-        return body + ("\n\n" + "\n".join(f"- {n}" for n in report.notes) if report.notes else "")
-    if fmt == "latex":
-        body = "\n\n".join(render_latex_table(t) for t in report.tables)
-        return body + ("\n" + "\n".join(f"% {n}" for n in report.notes) if report.notes else "")
-    body = "\n".join(render_html_table(t) for t in report.tables)
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
-    return body + (f'\n<ul class="notes">{notes}</ul>' if notes else "")
-
-
-def render(table: Table, fmt: str = "markdown") -> str:
-    """Render one table (no notes) in one of ``FORMATS``."""
-    return render_report(Report([table]), fmt)
-
-
-def render_run(row: dict[str, Any], exact: bool = False) -> str:
-    """One run vertically: ``column  value`` lines, missing and empty values left out.
-
-    Floats are rounded to ``DIGITS`` significant digits (``exact``: full precision, ``repr``).
-    """
-    shown = [(c, v) for c, v in row.items() if v is not None and v != ""]
-    width = max(len(c) for c, _ in shown)
-
-    def text(column: str, value: Any) -> str:
-        if not isinstance(value, float):
-            return str(value)
-        if exact or math.isnan(value) or not column.startswith((*METRIC_PREFIXES, "duration_s")):
-            return repr(value)  # config values as written (5e-05, 0.2); NaN as nan
-        return format_number(value)
-
-    return "\n".join(f"{column.ljust(width)}  {text(column, value)}" for column, value in shown)

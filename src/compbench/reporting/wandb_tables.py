@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from compbench.reporting.plots import plot
-from compbench.reporting.tables import ReportError, build_report, render_csv_tables
+from compbench.reporting.render import render_csv_tables
+from compbench.reporting.selection import ReportError
+from compbench.reporting.tables import build_report
 
 
 def _table_frame(frame: pd.DataFrame) -> pd.DataFrame:
