@@ -1,14 +1,16 @@
-"""Choice of the evaluation device, refused with one sentence when impossible."""
+"""``training/plan.py``: a run's objects built and validated once, before any work; the choice of
+the evaluation device, refused with one sentence when impossible."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from run_harness import CONF_DIR, compose_run
 
 from compbench.errors import ConfigError
 from compbench.methods.none import NoCompression
 from compbench.methods.quantization.ptq_llm_int8 import LLMInt8PTQ
-from compbench.training.plan import evaluation_device
+from compbench.training.plan import build_plan, evaluation_device
 
 
 def test_auto_follows_the_hardware_and_cpu_is_always_possible_for_dense_models():
@@ -60,3 +62,29 @@ def test_methods_get_the_run_device(monkeypatch, accelerator, cuda, expected):
     else:
         with pytest.raises(ConfigError, match="CUDA"):
             LLMInt8PTQ().check(MethodContext(family="decoder", device=device))
+
+
+def test_the_plan_holds_every_object_a_run_needs_built_once(tmp_path, monkeypatch):
+    from compbench.training import plan as plan_module
+
+    built = []
+    original = plan_module.build_dataclass
+    monkeypatch.setattr(plan_module, "build_dataclass", lambda cfg, what: built.append(what) or original(cfg, what))
+    cfg = compose_run(tmp_path, "encoder", "method=prune_magnitude", "+evaluation.ood.other={max_eval_samples: 8}")
+    plan = build_plan(cfg, CONF_DIR)
+    assert plan.family == "encoder" and plan.task.name == "smoke" and [m.name for m in plan.methods] == ["prune_magnitude"]
+    assert list(plan.ood_tasks) == ["other"] and plan.ood_tasks["other"] is not plan.task
+    assert plan.device.type == plan.eval_device.type == "cpu" and plan.pretrain is None
+    assert built.count("task") == 1 and built.count("evaluation.ood.other task") == 1  # each task built once
+    ctx = plan.method_context()
+    assert ctx.family == "encoder" and ctx.teacher is None
+    assert ctx.teacher_available == plan.has_teacher == bool(cfg.finetune.enabled)
+    assert (ctx.finetune_steps is not None) == plan.has_teacher
+
+
+def test_a_refused_method_parameter_stops_the_plan_before_any_work(tmp_path):
+    cfg = compose_run(tmp_path, "encoder", "method=prune_magnitude", "method.sparsity=1.5")
+    with pytest.raises(ConfigError, match="sparsity"):
+        build_plan(cfg, CONF_DIR)
+    assert not (tmp_path / "cache").exists()
+

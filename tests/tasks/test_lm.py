@@ -1,4 +1,4 @@
-"""Task evaluation against reference computations: perplexity vs torch, F1 vs seqeval."""
+"""``tasks/lm.py``: perplexity and sliding windows against torch's cross-entropy, both protocols."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from seqeval.metrics import f1_score
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from compbench.models.tokenizer import train_bpe_tokenizer
 from compbench.tasks import synthetic
 from compbench.tasks.lm import CausalLMTask, sliding_windows
-from compbench.tasks.ner import TokenClassificationTask, read_conll_predictions
 
 
 @pytest.fixture(scope="module")
@@ -78,44 +76,6 @@ def test_documents_longer_than_the_context_are_scored_with_a_sliding_window(lm_s
     assert sum(d["nll_sum"] for d in docs) == pytest.approx(full, rel=0.05)
 
 
-def test_ner_labels_sit_on_first_subwords_and_truncated_words_are_predicted_O(tmp_path, caplog):
-    sentences = synthetic.ner_sentences(60, 0)
-    tok = train_bpe_tokenizer([" ".join(t) for t, _ in sentences], "encoder", 300, tmp_path / "tok")
-    task = TokenClassificationTask(name="ner", source="synthetic", max_length=8,
-                                   synthetic_sizes={"train": 60, "validation": 10, "test": 10})
-    task.setup(tok)
-    feature = task.features["train"][0]
-    tokens, tags = task.splits["train"][0]
-    first_subwords = [i for i, w in enumerate(feature["word_ids"]) if w >= 0 and w != feature["word_ids"][i - 1]]
-    assert [feature["labels"][i] for i in first_subwords] == [task.label_list().index(tags[feature["word_ids"][i]])
-                                                             for i in first_subwords]
-    assert all(feature["labels"][i] == -100 for i in range(len(feature["labels"])) if i not in first_subwords)
-
-    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
-
-    model = XLMRobertaForTokenClassification(XLMRobertaConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        pad_token_id=tok.pad_token_id, **task.model_kwargs())).eval()
-    metrics = task.evaluate(model, tmp_path)
-    gold, pred = read_conll_predictions(tmp_path / "predictions_test.conll")
-    assert [len(g) for g in gold] == [len(t) for t, _ in task.splits["test"]]  # every word, even truncated ones
-    assert metrics["quality.f1"] == pytest.approx(f1_score(gold, pred))
-    max_words = max(len({w for w in f["word_ids"] if w >= 0}) for f in task.features["test"])
-    assert all(p == "O" for seq in pred for p in seq[max_words:])
-    # The truncation warning names the split and, for perturbed copies, the perturbation.
-    with caplog.at_level("WARNING", logger="compbench"):
-        task.with_test_examples(task.splits["test"], "perturbation char_swap").evaluate(model, None)
-    assert "test (perturbation char_swap) split:" in caplog.text and "beyond max_length=8" in caplog.text
-
-
-def test_ner_f1_edge_cases():
-    from compbench.tasks.ner import ner_quality
-
-    assert ner_quality([["O", "O"]], [["O", "O"]])["quality.f1"] == 0.0  # no entities at all
-    perfect = ner_quality([["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]])
-    assert perfect["quality.f1"] == 1.0 and perfect["quality.f1_PER"] == 1.0
-
-
 def test_joined_stream_protocol_is_the_hf_guide_sliding_window(lm_setup):
     """joined_stream: the split joined by "\\n\\n", tokenized once, scored with windows of
     max_length moved by stride, each token once; reference written out as in the HF guide (but
@@ -163,25 +123,6 @@ def test_unknown_ppl_protocol_is_refused():
 
     with pytest.raises(ConfigError, match="ppl_protocol"):
         CausalLMTask(name="lm", source="synthetic", ppl_protocol="hf")
-
-
-def test_rouge_lsum_is_rouge_score_on_sentence_lines():
-    from rouge_score import rouge_scorer
-
-    from compbench.tasks.summarization import rouge_quality
-
-    refs = ["The cat sat on the mat. It was happy.\nA dog barked.", "Rain fell all day. Streets flooded."]
-    preds = ["A cat sat on a mat. The dog barked loudly.", "Streets flooded after rain. It fell all day."]
-    got = rouge_quality(refs, preds)
-    split = {"The cat sat on the mat. It was happy.\nA dog barked.": "The cat sat on the mat.\nIt was happy.\nA dog barked.",
-             "Rain fell all day. Streets flooded.": "Rain fell all day.\nStreets flooded.",
-             "A cat sat on a mat. The dog barked loudly.": "A cat sat on a mat.\nThe dog barked loudly.",
-             "Streets flooded after rain. It fell all day.": "Streets flooded after rain.\nIt fell all day."}
-    scorer = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=True)
-    expected = [scorer.score(split[r], split[p]) for r, p in zip(refs, preds)]
-    assert got["quality.rougeLsum"] == pytest.approx(sum(e["rougeLsum"].fmeasure for e in expected) / 2)
-    assert got["quality.rougeL"] == pytest.approx(sum(e["rougeL"].fmeasure for e in expected) / 2)
-    assert got["quality.rougeLsum"] != got["quality.rougeL"]  # summary-level LCS differs here
 
 
 def test_lm_evaluation_matches_the_whole_batch_reference_exactly(lm_setup):
