@@ -14,7 +14,7 @@ from compbench.errors import ConfigError
 from compbench.methods import build_methods
 from compbench.training.plan import check_compatible
 
-GROUPS = ["model", "task", "method", "trainer", "logger", "paths", "experiment", "debug"]
+GROUPS = ["model", "task", "method", "trainer", "finetune", "evaluation", "logger", "paths", "experiment", "debug"]
 CONFIG_FILES = sorted(p for g in GROUPS for p in (conf_dir() / g).glob("*.yaml"))
 
 
