@@ -11,7 +11,6 @@ from compbench.errors import ConfigError
 from compbench.methods.base import MethodContext
 from compbench.methods.lifecycle import PlainTraining, compress, prepare_stage
 from compbench.methods.none import NoCompression
-from compbench.methods.quantization.contrastive_qat import ContrastiveQAT
 from compbench.methods.quantization.qat import QAT
 
 
@@ -33,14 +32,6 @@ def test_one_method_object_twice_in_a_chain_is_misuse():
     method = NoCompression()
     with pytest.raises(RuntimeError, match="twice"):
         compress(tiny_model("decoder"), [method, method], context)
-
-
-def test_exporting_an_unfinalized_contrastive_model_is_misuse(tmp_path):
-    method = ContrastiveQAT(projection_dim=8, max_steps=1)
-    teacher = tiny_model("decoder")
-    prepared = prepare_stage(tiny_model("decoder"), method, MethodContext(family="decoder", teacher=teacher))
-    with pytest.raises(RuntimeError, match="not finalized"):
-        method.export(prepared, tmp_path / "export", MethodContext(family="decoder", teacher=teacher))
 
 
 def test_plain_steps_equal_the_plain_training_loop():

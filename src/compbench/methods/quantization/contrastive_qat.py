@@ -314,5 +314,5 @@ class ContrastiveQAT(QAT):
     def export(self, model: nn.Module, out_dir: Path, ctx: MethodContext) -> dict[str, Any]:
         """``qat``'s packed export; refuses a model that still carries the training-only heads."""
         if hasattr(model, AUX_ATTR):
-            raise RuntimeError("contrastive_qat.export got a model that was not finalized; call finalize() first.")
+            raise ConfigError("contrastive_qat.export got a model that was not finalized; call finalize() first.")
         return super().export(model, out_dir, ctx)
