@@ -43,7 +43,7 @@ def test_every_subpackage_of_src_has_a_test_folder_of_its_own():
 TESTED_ELSEWHERE = {
     "cli.py": "tests/test_cli_e2e.py and tests/test_cli_state.py: the CLI by subprocess",
     "pretrain_cli.py": "tests/training/test_pretrain.py runs compbench-pretrain",
-    "errors.py": "tests/test_console.py and tests/reliability/test_bad_inputs.py: the sentences users read",
+    "errors.py": "tests/reliability/test_bad_inputs.py and tests/reliability/test_run_faults.py: the one sentence each failure prints",
     "sweeps.py": "tests/sweeps/test_launchers.py and tests/sweeps/test_sweep_files.py",
     "tracking.py": "tests/tracking/test_wandb.py",
     "bench/cli.py": "tests/bench/test_bench.py runs python -m compbench.bench --quick (slow)",
@@ -60,20 +60,20 @@ TESTED_ELSEWHERE = {
     "methods/base.py": "tests/methods/test_methods_pipeline.py and tests/methods/test_lifecycle.py: the interface through every method",
     "methods/none.py": "tests/models/test_method_none_parity.py",
     "methods/quantization/quantized_modules.py": "tests/methods/quantization/test_quantizers.py and test_packing.py",
-    "models/families.py": "tests/test_configs.py (a constant tuple)",
+    "models/families.py": "a constant tuple, imported by tests/methods/quantization/test_quantizers.py",
     "models/tiny.py": "tests/models/test_loader.py: tiny twins built from config",
     "models/tokenizer.py": "tests/models/test_loader.py and tests/training/test_pretrain.py",
     "reporting/cli.py": "tests/reporting/test_tables.py, test_plots.py, test_papers.py through compbench-report",
     "reporting/render.py": "tests/reporting/test_tables.py: every format",
     "reporting/runs.py": "tests/reporting/test_notebook.py: the notebook reads the store through it",
     "reporting/selection.py": "tests/reporting/test_tables.py: filters, columns, debug runs, deltas",
-    "reporting/summary.py": "tests/test_cli_e2e.py: the run and sweep summaries",
+    "reporting/summary.py": "tests/test_console.py (the run summary) and tests/reporting/test_tables.py (row_main_metric)",
     "reporting/wandb_tables.py": "tests/reporting/test_wandb_report.py",
     "tasks/fingerprint.py": "tests/reliability/test_fingerprint.py",
     "training/evaluation.py": "tests/training/test_pipeline.py and tests/metrics: the four metric groups",
     "training/preemption.py": "tests/reliability/test_run_faults.py: SIGTERM",
-    "training/progress.py": "tests/training/test_module_logging.py",
-    "training/trainer.py": "tests/training/test_resume.py and test_module.py: phases, checkpoints, resume",
+    "training/progress.py": "tests/test_console.py: the step-counted bar",
+    "training/trainer.py": "tests/training/test_resume.py (phases resume from their checkpoints) and tests/reliability/test_run_faults.py (SIGTERM in a phase)",
 }
 
 

@@ -92,9 +92,9 @@ def export_reload(method, model: nn.Module, family: str, out: Path, teacher: nn.
     from compbench.methods.export import artifact_size_bytes, load_export
     from compbench.methods.lifecycle import compress
 
-    ctx = MethodContext(family=family, teacher=teacher)
-    final, ctx = compress(model, [method], lambda index, m: ctx, train)
-    method.export(final, out, ctx)
+    context = MethodContext(family=family, teacher=teacher)
+    final, last = compress(model, [method], lambda index, m: context, train)
+    method.export(final, out, last)
     return load_export(out), artifact_size_bytes(out)
 
 

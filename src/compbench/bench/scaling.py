@@ -29,6 +29,7 @@ def bench_scaling(args) -> dict[str, Any]:
     seqs = [128, 256, 512] if args.quick else [128, 256, 512, 1024]
     widths = [128, 256, 384] if args.quick else [256, 512, 768, 1024]
     base_width = 128 if args.quick else 768
+    settings = training_settings()
     out: dict[str, Any] = {"description": bench_scaling.__doc__, "n_layer": n_layer, "vocab_size": vocab}
     for axis, points in (("seq_len", seqs), ("width", widths)):
         fns_train, fns_eval = {}, {}
@@ -39,7 +40,7 @@ def bench_scaling(args) -> dict[str, Any]:
                                  vocab_size=vocab, n_positions=max(1024, seq))
             model = GPT2LMHeadModel(config)
             batch = lm_batches(vocab, 1, seq, n=1)[0]
-            loop = PlainTraining([batch], lr=1e-4, steps=10**6, schedule=True, **training_settings())
+            loop = PlainTraining([batch], lr=1e-4, steps=10**6, schedule=True, **settings)
             fns_train[str(p)] = loop.start(model, NoCompression()).step
             eval_model = copy.deepcopy(model).eval()
 

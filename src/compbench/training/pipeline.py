@@ -122,9 +122,10 @@ def apply_methods(plan: RunPlan, env: RunEnv, teacher: torch.nn.Module, tokenize
     stage with the LightningModule); returns the finalized model and the last stage's context."""
     cfg = plan.cfg
     distil_from = teacher if plan.has_teacher else None
-    context = plan.method_context(
-        teacher=distil_from, tokenizer=tokenizer,
-        pretrained_loader=lambda: plan.spec.build_model(plan.task, tokenizer, plan.seed))
+
+    def context(index: int, method: Method) -> MethodContext:  # a fresh one per stage
+        return plan.method_context(teacher=distil_from, tokenizer=tokenizer,
+                                   pretrained_loader=lambda: plan.spec.build_model(plan.task, tokenizer, plan.seed))
 
     def train(model: torch.nn.Module, method: Method, index: int) -> None:
         phase = f"compress_{index}_{method.name}"
@@ -133,7 +134,7 @@ def apply_methods(plan: RunPlan, env: RunEnv, teacher: torch.nn.Module, tokenize
                                         ckpt_dir=checkpoint_root(cfg) / env.config_hash / phase,
                                         tracker=env.tracker, guard=env.guard)
 
-    return compress(copy.deepcopy(teacher), plan.methods, lambda index, method: context, train,
+    return compress(copy.deepcopy(teacher), plan.methods, context, train,
                     before_prepare=lambda index: L.seed_everything(plan.seed + index, workers=True, verbose=False))
 
 
@@ -178,18 +179,19 @@ def evaluate(plan: RunPlan, run_dir: Path, export_dir: Path, model: torch.nn.Mod
     return row
 
 
-def execute(cfg: DictConfig, conf_dir: Path | None, env: RunEnv, row: dict[str, Any]) -> None:
-    """The stages of one run, filling ``row`` as they go (the caller records it)."""
+def execute(cfg: DictConfig, conf_dir: Path | None, env: RunEnv, row: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """The stages of one run, filling ``row`` as they go (the caller records it); ``resolved`` is
+    ``cfg`` resolved to plain containers."""
     # First, so that an online W&B run without credentials fails before any work.
     env.tracker = Tracker(cfg.logger, env.run_dir)
     plan = build_plan(cfg, conf_dir)
     row["main_metric"] = plan.task.main_metric
     # The data read keys the run: edited files under the same data_dir are a new config.
     teacher_data, run_data = data_fingerprints(plan.task, plan.ood_tasks, Path(cfg.paths.cache_dir))
-    env.config_hash = config_hash(OmegaConf.to_container(cfg, resolve=True), data_fingerprint=run_data)
+    env.config_hash = config_hash(resolved, data_fingerprint=run_data)
     row.update(config_hash=env.config_hash, data_fingerprint=run_data)
     log.info("Config %s, data %s", env.config_hash, teacher_data)
-    env.tracker.start(OmegaConf.to_container(cfg, resolve=True), row, group=row["sweep_id"])
+    env.tracker.start(resolved, row, group=row["sweep_id"])
     stages = [(m.name, m.row_params()) for m in plan.methods]
     row["method"] = method_label(stages)
     row.update(flatten_method_params(stages))
@@ -262,7 +264,7 @@ def run(cfg: DictConfig, conf_dir: Path | None = None, *, debug: str = "") -> tu
             with run_record(Path(cfg.paths.db), run_dir, row, resolved, started=started):
                 try:
                     log.info("Run %s in %s", run_id, run_dir)
-                    execute(cfg, conf_dir, env, row)
+                    execute(cfg, conf_dir, env, row, resolved)
                 except Exception as exc:  # every failure becomes a row
                     error = exc
                     row["error"] = error_summary(exc)

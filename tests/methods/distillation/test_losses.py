@@ -137,3 +137,19 @@ def test_valid_token_mask_sides():
 def test_all_false_mask_gives_zero_not_nan():
     loss = logit_kd_loss(torch.randn(1, 3, 4), torch.randn(1, 3, 4), 1.0, torch.zeros(1, 3, dtype=torch.bool))
     assert not math.isnan(float(loss)) and float(loss) == 0.0
+
+
+@pytest.mark.parametrize(("family", "side"), [("encoder", "input"), ("decoder", "input"),
+                                              ("encoder_decoder", "target")])
+def test_output_side_follows_the_logits_of_each_family(family, side):
+    from method_harness import tiny_batch, tiny_model
+
+    from compbench.methods.distillation.losses import output_side
+
+    model = tiny_model(family)
+    batch = tiny_batch(family)
+    with torch.no_grad():
+        out = model(**batch)
+    assert output_side(out) == side
+    # The mask of that side has one entry per logit position.
+    assert valid_token_mask(batch, side).shape == out.logits.shape[:2]
